@@ -1,0 +1,38 @@
+"""The ``dpct`` command: one entry point for operators, scientists and developers."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from dpct.cli._demo import demo
+from dpct.cli._ops import coordinator_app, db_app, events, lineage, node_app, tasks
+from dpct.cli._render import err_console
+from dpct.cli._workflow import job_app, workflow_app
+from dpct.errors import DpctError
+
+app = typer.Typer(
+    name="dpct",
+    help="dpct: a data processing center for a space mission's ground segment.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(db_app, name="db")
+app.add_typer(workflow_app, name="workflow")
+app.add_typer(job_app, name="job")
+app.add_typer(node_app, name="node")
+app.add_typer(coordinator_app, name="coordinator")
+app.command("lineage")(lineage)
+app.command("events")(events)
+app.command("tasks")(tasks)
+app.command("demo")(demo)
+
+
+def main() -> None:
+    """Run the CLI, turning dpct errors into one red line and an exit code."""
+    try:
+        app()
+    except DpctError as err:
+        err_console.print(f"[red]error:[/] {err}", markup=True, highlight=False)
+        sys.exit(err.exit_code)

@@ -1,0 +1,29 @@
+"""What every command needs: settings from the environment and the database handle."""
+
+from __future__ import annotations
+
+from functools import cache
+
+from pydantic import ValidationError
+
+from dpct.config import Settings
+from dpct.errors import ConfigError
+from dpct.storage import Database
+
+
+@cache
+def settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as err:
+        first = err.errors()[0]
+        field = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(f"DPCT_{field.upper()}: {first['msg']}") from err
+
+
+def database(*, check_schema: bool = True) -> Database:
+    s = settings()
+    db = Database(s.url, sqlite_synchronous=s.sqlite_synchronous)
+    if check_schema:
+        db.check_schema()
+    return db

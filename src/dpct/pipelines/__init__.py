@@ -1,0 +1,1 @@
+"""Scientific pipelines: each a set of task types, workflow descriptors and reports."""

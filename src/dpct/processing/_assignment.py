@@ -1,0 +1,185 @@
+"""What a node hands a worker process for one attempt, and how the attempt runs there."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import logging.handlers
+import os
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+
+from dpct import __version__
+from dpct.config import Settings
+from dpct.datamodel import DATA_TYPES, DataSpec
+from dpct.storage import (
+    Completion,
+    InputRef,
+    LeasedJob,
+    find_datasets,
+    product_path,
+    read_product,
+    write_product,
+)
+from dpct.tasks import TASK_TYPES, NoData, PermanentTaskError, TransientError
+from dpct.tasks._failures import retry_policy
+
+
+@dataclass(frozen=True, slots=True)
+class InputFile:
+    dataset_id: int
+    solution_id: int | None
+    location: str
+
+
+@dataclass(frozen=True, slots=True)
+class Assignment:
+    job_id: int
+    workflow_id: int
+    token: str
+    attempt: int
+    task_type: str
+    spec: DataSpec
+    params: str
+    inputs: dict[str, list[InputFile]] = field(default_factory=dict)
+    log_path: str = ""
+    products_dir: str = ""
+    scratch_dir: str = ""
+    log_max_bytes: int = 1_000_000
+    log_backups: int = 3
+
+
+def resolve_inputs(conn, job: LeasedJob) -> dict[str, list[InputFile]]:
+    """The available datasets each input of a leased job reads (inside the lease txn)."""
+    task_type = TASK_TYPES.get(job.task_type)
+    return {
+        name: [
+            InputFile(d.id, d.solution_id, d.location)
+            for d in find_datasets(conn, job.spec.with_type(data_type))
+        ]
+        for name, data_type in task_type.inputs.items()
+    }
+
+
+def make_assignment(
+    job: LeasedJob, inputs: dict[str, list[InputFile]], settings: Settings
+) -> Assignment:
+    """The worker's instructions; the scratch folder is per job so retries find checkpoints."""
+    return Assignment(
+        job_id=job.id,
+        workflow_id=job.workflow_id,
+        token=job.token,
+        attempt=job.attempt,
+        task_type=job.task_type,
+        spec=job.spec,
+        params=job.params,
+        inputs=inputs,
+        log_path=str(settings.logs_dir / f"workflow-{job.workflow_id}" / f"job-{job.id}.log"),
+        products_dir=str(settings.products_dir),
+        scratch_dir=str(settings.home / "scratch" / f"job-{job.id}"),
+        log_max_bytes=settings.log_max_bytes,
+        log_backups=settings.log_backups,
+    )
+
+
+def run_assignment(a: Assignment) -> Completion:
+    """Run one attempt: read inputs, call the task, write outputs under attempt names.
+
+    Never raises: every failure becomes a Completion whose ``error_class`` tells the
+    scheduler what to do next.
+    """
+    log = _attempt_logger(a)
+    started = time.perf_counter()
+    completion = Completion(job_id=a.job_id, token=a.token, outcome="failed", log_path=a.log_path)
+    try:
+        task_type = TASK_TYPES.get(a.task_type)
+        completion.task_type = task_type.name
+        completion.software_version = f"{task_type.name}@{task_type.version} dpct@{__version__}"
+        params = json.loads(a.params)
+        config = task_type.parse_config(params)
+        completion.config_json = config.model_dump_json()
+        completion.config_hash = hashlib.sha256(
+            f"{task_type.name}\n{completion.config_json}".encode()
+        ).hexdigest()
+        log.info("attempt %d of job %d: %s over %s", a.attempt, a.job_id, a.task_type, a.spec)
+        tables: dict[str, pa.Table] = {}
+        for name, data_type in task_type.inputs.items():
+            files = a.inputs.get(name, [])
+            parts = [read_product(f.location, data_type) for f in files]
+            tables[name] = pa.concat_tables(parts) if parts else DATA_TYPES.get(data_type).empty()
+            completion.inputs.extend(
+                InputRef(f.dataset_id, f.solution_id, data_type) for f in files
+            )
+            log.info("input %s: %d datasets, %d rows", name, len(files), tables[name].num_rows)
+        scratch = Path(a.scratch_dir)
+        if "scratch" in task_type.wants:
+            scratch.mkdir(parents=True, exist_ok=True)
+        outputs = task_type.run(tables, params, a.spec, log, scratch)
+        tag = f"j{a.job_id}a{a.attempt}-{a.token[:8]}"
+        for name, table in outputs.items():
+            spec = a.spec.with_type(task_type.outputs[name])
+            path = product_path(Path(a.products_dir), spec, tag)
+            completion.outputs.append(write_product(table, spec, path, name=name))
+            log.info("output %s: %d rows → %s", name, table.num_rows, path)
+        completion.outcome = "success"
+    except NoData as err:
+        completion.outcome = "skipped"
+        completion.error_class = "NoData"
+        completion.error_message = str(err) or "no data"
+        log.info("no data: %s", completion.error_message)
+    except Exception as err:  # every failure is reported, none escapes the worker
+        completion.error_class = type(err).__name__
+        completion.error_message = str(err) or type(err).__name__
+        completion.retry = _retryable(err)
+        log.error("failed: %s\n%s", completion.error_message, traceback.format_exc())
+        _discard(completion)
+    finally:
+        log.info("attempt ended: %s in %.3f s", completion.outcome, time.perf_counter() - started)
+        for handler in list(log.handlers):
+            handler.close()
+            log.removeHandler(handler)
+    return completion
+
+
+def _retryable(err: Exception) -> bool:
+    if isinstance(err, TransientError):
+        return True
+    if isinstance(err, PermanentTaskError):
+        return False
+    return retry_policy(type(err).__name__) == "retry"
+
+
+def _discard(completion: Completion) -> None:
+    """Delete the output files of an attempt that will not be published."""
+    for output in completion.outputs:
+        Path(output.location).unlink(missing_ok=True)
+    completion.outputs.clear()
+
+
+def discard_outputs(completion: Completion) -> None:
+    _discard(completion)
+
+
+def _attempt_logger(a: Assignment) -> logging.Logger:
+    log = logging.getLogger(f"dpct.job.{a.job_id}")
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    if a.log_path:
+        Path(a.log_path).parent.mkdir(parents=True, exist_ok=True)
+        handler: logging.Handler = logging.handlers.RotatingFileHandler(
+            a.log_path, maxBytes=a.log_max_bytes, backupCount=a.log_backups
+        )
+    else:
+        handler = logging.NullHandler()
+    handler.setFormatter(
+        logging.Formatter(
+            f"%(asctime)s %(levelname)s [job {a.job_id} pid {os.getpid()}] %(message)s"
+        )
+    )
+    log.addHandler(handler)
+    return log

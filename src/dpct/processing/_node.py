@@ -1,0 +1,269 @@
+"""A processing node: leases jobs, runs them in worker processes, reports back.
+
+One loop per node. Each turn it collects finished attempts, then in one transaction
+commits them (fenced by lease token) and leases work for the idle slots. Heartbeats
+extend the leases it holds and tell it which jobs it lost (cancelled or reaped), whose
+workers it kills. The first SIGTERM drains: no new leases, running jobs finish; the
+second stops at once and hands the leases back.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import time
+from collections.abc import Callable
+from multiprocessing.connection import wait
+
+from dpct.config import Settings
+from dpct.processing._assignment import (
+    Assignment,
+    InputFile,
+    discard_outputs,
+    make_assignment,
+    resolve_inputs,
+)
+from dpct.processing._worker import Worker
+from dpct.storage import (
+    Completion,
+    Database,
+    LeasedJob,
+    commit_completions,
+    extend_leases,
+    hand_back,
+    lease_jobs,
+    node_down,
+    node_heartbeat,
+    node_up,
+)
+from dpct.tasks import TASK_TYPES
+
+log = logging.getLogger("dpct.node")
+
+
+class Node:
+    """A processing node named like the seed's ``pfs.pr1`` with ``slots`` worker slots."""
+
+    def __init__(
+        self,
+        db: Database,
+        settings: Settings,
+        *,
+        name: str,
+        slots: int,
+        poll_s: float = 0.05,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if slots < 1:
+            raise ValueError(f"a node needs at least one slot, got {slots}")
+        self.db = db
+        self.settings = settings
+        self.name = name
+        self.slots = slots
+        self.poll_s = poll_s
+        self.clock = clock
+        self.workers: list[Worker] = []
+        self.stop_requests = 0
+        self.pending: list[Completion] = []
+
+    # ------------------------------------------------------------ signals
+
+    def request_stop(self, *_: object) -> None:
+        self.stop_requests += 1
+        if self.stop_requests == 1:
+            log.info("%s: SIGTERM, draining (send again to stop at once)", self.name)
+
+    # ------------------------------------------------------------ main loop
+
+    def run(self) -> None:
+        signal.signal(signal.SIGTERM, self.request_stop)
+        signal.signal(signal.SIGINT, self.request_stop)
+        self.workers = [Worker() for _ in range(self.slots)]
+        self.db.run_write(
+            lambda conn: node_up(
+                conn,
+                name=self.name,
+                role="node",
+                host=socket.gethostname(),
+                pid=os.getpid(),
+                slots=self.slots,
+                now=self.clock(),
+            )
+        )
+        next_heartbeat = 0.0
+        idle_polls = 0
+        try:
+            while True:
+                if self.stop_requests >= 2:
+                    self._stop_now()
+                    return
+                draining = self.stop_requests == 1
+                self._collect(timeout=0 if self.pending else self._wait_time(idle_polls))
+                now = self.clock()
+                if now >= next_heartbeat:
+                    self._heartbeat(now)
+                    next_heartbeat = now + self.settings.heartbeat_s
+                busy = [w for w in self.workers if w.busy]
+                if draining and not busy and not self.pending:
+                    return
+                free = self.slots - sum(w.cores for w in busy)
+                want = 0 if draining else free
+                if self.pending or (want and self._work_available(now)):
+                    leased = self._exchange(want)
+                    idle_polls = 0 if leased or self.pending else idle_polls + 1
+                else:
+                    idle_polls += 1
+        finally:
+            for worker in self.workers:
+                worker.stop()
+            self.db.run_write(lambda conn: node_down(conn, self.name, self.clock(), "stopped"))
+
+    def _wait_time(self, idle_polls: int) -> float:
+        # Poll fast while work flows, back off to a few polls a second when idle.
+        return min(self.poll_s * (1 + idle_polls), 0.25)
+
+    def _work_available(self, now: float) -> bool:
+        from dpct.storage import has_ready_jobs
+
+        with self.db.read() as conn:
+            return has_ready_jobs(conn, now)
+
+    # ------------------------------------------------------------ steps
+
+    def _collect(self, timeout: float) -> None:
+        """Gather finished attempts; replace crashed workers; enforce time limits."""
+        busy = [w for w in self.workers if w.busy]
+        if busy:
+            handles = [w.conn for w in busy] + [w.process.sentinel for w in busy]
+            wait(handles, timeout=timeout)
+        elif timeout:
+            time.sleep(timeout)
+        for worker in list(self.workers):
+            if not worker.busy:
+                if not worker.process.is_alive():
+                    self._replace(worker)
+                continue
+            assignment = worker.assignment
+            assert assignment is not None
+            if _readable(worker):
+                try:
+                    result = worker.conn.recv()
+                except (EOFError, OSError):
+                    result = None
+                if isinstance(result, Completion):
+                    self.pending.append(result)
+                    worker.done()
+                    continue
+            if not worker.process.is_alive():
+                self.pending.append(
+                    _failure(
+                        assignment,
+                        "WorkerCrashed",
+                        f"worker process died with exit code {worker.process.exitcode}",
+                    )
+                )
+                self._replace(worker)
+                continue
+            limit = TASK_TYPES.get(assignment.task_type).time_limit_s
+            if limit is not None and time.monotonic() - worker.started > limit:
+                self.pending.append(
+                    _failure(
+                        assignment,
+                        "TimeLimitExceeded",
+                        f"attempt ran past the task type's time limit of {limit:g} s; "
+                        "its worker was killed",
+                    )
+                )
+                self._replace(worker)
+
+    def _replace(self, worker: Worker) -> None:
+        worker.kill()
+        index = self.workers.index(worker)
+        self.workers[index] = Worker()
+
+    def _held(self) -> list[tuple[int, str]]:
+        return [(w.assignment.job_id, w.assignment.token) for w in self.workers if w.assignment]
+
+    def _heartbeat(self, now: float) -> None:
+        def work(conn) -> list[int]:
+            node_heartbeat(conn, self.name, now)
+            return extend_leases(conn, self._held(), now=now, lease_s=self.settings.lease_s)
+
+        lost = set(self.db.run_write(work))
+        for worker in list(self.workers):
+            if worker.assignment and worker.assignment.job_id in lost:
+                log.warning(
+                    "%s: lost the lease of job %d; stopping it", self.name, worker.assignment.job_id
+                )
+                self._replace(worker)
+
+    def _exchange(self, want: int) -> int:
+        """One transaction: commit finished attempts, lease up to ``want`` slots of work."""
+        completions = self.pending
+        idle = [w for w in self.workers if not w.busy]
+
+        def work(conn):
+            now = self.clock()
+            result = commit_completions(
+                conn, completions, now=now, retry_backoff_s=self.settings.retry_backoff_s
+            )
+            leased: list[LeasedJob] = []
+            inputs: dict[int, dict[str, list[InputFile]]] = {}
+            if want and idle:
+                leased = lease_jobs(
+                    conn,
+                    node=self.name,
+                    free_slots=want,
+                    max_jobs=len(idle),
+                    now=now,
+                    lease_s=self.settings.lease_s,
+                )
+                for job in leased:
+                    inputs[job.id] = resolve_inputs(conn, job)
+            return result, leased, inputs
+
+        result, leased, inputs = self.db.run_write(work)
+        self.pending = []
+        rejected = set(result.rejected)
+        for completion in completions:
+            if completion.job_id in rejected:
+                log.warning(
+                    "%s: completion of job %d rejected: its lease is no longer ours",
+                    self.name,
+                    completion.job_id,
+                )
+                discard_outputs(completion)
+        for job, worker in zip(leased, idle, strict=False):
+            worker.give(make_assignment(job, inputs[job.id], self.settings), job.cores)
+        return len(leased)
+
+    def _stop_now(self) -> None:
+        held = self._held()
+        for worker in self.workers:
+            if worker.busy:
+                worker.kill()
+                worker.done()
+        self.db.run_write(lambda conn: hand_back(conn, held, self.clock()))
+        log.info("%s: stopped at once; handed back %d jobs", self.name, len(held))
+
+
+def _readable(worker: Worker) -> bool:
+    try:
+        return worker.conn.poll()
+    except (EOFError, OSError):
+        return False
+
+
+def _failure(a: Assignment, error_class: str, message: str) -> Completion:
+    return Completion(
+        job_id=a.job_id,
+        token=a.token,
+        outcome="failed",
+        error_class=error_class,
+        error_message=message,
+        retry=True,
+        log_path=a.log_path,
+        task_type=a.task_type,
+    )

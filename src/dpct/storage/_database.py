@@ -1,0 +1,154 @@
+"""The metadata database handle: engine set-up per backend, transactions, schema checks.
+
+Callers own transactions: a service opens ``with db.write() as conn:`` and calls several
+named queries with that connection. On SQLite every write transaction starts with
+``BEGIN IMMEDIATE`` so that two processes never deadlock upgrading a read lock, and the
+write lock doubles as the job-leasing lock; reads start a deferred transaction and, in
+WAL mode, never wait for writers.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import Connection, Engine
+
+from dpct.errors import DatabaseUnreachable, SchemaOutdated, StorageError
+
+T = TypeVar("T")
+
+_READ_OPTION = "dpct_read"
+
+
+class Database:
+    """A metadata database: SQLite (embedded default) or PostgreSQL.
+
+    Parameters
+    ----------
+    url
+        SQLAlchemy URL, e.g. ``sqlite:////data/dpct.sqlite3`` or
+        ``postgresql+psycopg://host/dpct``.
+    sqlite_synchronous
+        SQLite's ``synchronous`` pragma in WAL mode. ``NORMAL`` (default) loses nothing
+        when a process is killed; a power cut may lose the last transactions but never
+        corrupts the file. ``FULL`` also survives a power cut, at one fsync per commit.
+    """
+
+    def __init__(self, url: str, *, sqlite_synchronous: str = "NORMAL") -> None:
+        self.url = sa.make_url(url)
+        self.is_sqlite = self.url.get_backend_name() == "sqlite"
+        self.is_postgresql = self.url.get_backend_name() == "postgresql"
+        if self.is_sqlite:
+            database = self.url.database or ""
+            if database and database != ":memory:":
+                Path(database).parent.mkdir(parents=True, exist_ok=True)
+            self.engine = sa.create_engine(self.url, connect_args={"timeout": 60.0})
+            _configure_sqlite(self.engine, sqlite_synchronous)
+        else:
+            self.engine = sa.create_engine(
+                self.url,
+                pool_pre_ping=True,
+                connect_args={"connect_timeout": 5} if self.is_postgresql else {},
+            )
+
+    @property
+    def backend(self) -> str:
+        return self.url.get_backend_name()
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    def _connect(self) -> Connection:
+        try:
+            return self.engine.connect()
+        except sa.exc.OperationalError as err:
+            raise DatabaseUnreachable(
+                f"cannot reach the metadata database at {self.url.render_as_string()}: "
+                f"{_first_line(err)}; check DPCT_DATABASE_URL and that the server runs"
+            ) from err
+
+    @contextmanager
+    def write(self) -> Iterator[Connection]:
+        """A write transaction (SQLite: ``BEGIN IMMEDIATE``); commits on success."""
+        with self._connect() as conn, conn.begin():
+            yield conn
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        """A read transaction that never blocks writers."""
+        with self._connect() as conn:
+            conn = conn.execution_options(**{_READ_OPTION: True})
+            with conn.begin():
+                yield conn
+
+    def run_write(self, work: Callable[[Connection], T], *, attempts: int = 8) -> T:
+        """Run ``work`` in a write transaction, retrying on deadlock or lock timeout.
+
+        ``work`` must be safe to run again from the start: nothing it did in a failed
+        attempt was committed.
+        """
+        for attempt in range(attempts):
+            try:
+                with self.write() as conn:
+                    return work(conn)
+            except sa.exc.OperationalError as err:
+                if attempt == attempts - 1 or not _is_retryable(err):
+                    raise StorageError(
+                        f"write to the metadata database failed: {_first_line(err)}"
+                    ) from err
+                time.sleep(min(0.5, 0.005 * 2**attempt) * (0.5 + random.random()))
+        raise AssertionError("unreachable")
+
+    def check_schema(self) -> None:
+        """Raise SchemaOutdated unless the database is at this dpct's schema head."""
+        from dpct.storage._migrate import current_revision, head_revision
+
+        with self.read() as conn:
+            current = current_revision(conn)
+        head = head_revision()
+        if current != head:
+            state = "empty" if current is None else f"at revision {current}"
+            raise SchemaOutdated(
+                f"the metadata database {self.url.render_as_string()} is {state}, "
+                f"this dpct needs revision {head}; run `dpct db upgrade`"
+            )
+
+
+def _configure_sqlite(engine: Engine, synchronous: str) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
+        # Let SQLAlchemy, not the sqlite3 module, issue BEGIN (see the "begin" hook).
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute(f"PRAGMA synchronous={synchronous}")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA busy_timeout=60000")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        if conn.get_execution_options().get(_READ_OPTION):
+            conn.exec_driver_sql("BEGIN")
+        else:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _is_retryable(err: sa.exc.OperationalError) -> bool:
+    text = str(err.orig).lower()
+    return any(
+        marker in text
+        for marker in ("database is locked", "deadlock detected", "could not serialize")
+    )
+
+
+def _first_line(err: BaseException) -> str:
+    orig = getattr(err, "orig", None) or err
+    return str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__

@@ -1,0 +1,241 @@
+"""Datasets, solution ids, configuration instances and lineage."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from dpct.datamodel import DataSpec
+from dpct.storage._events import add_events
+from dpct.storage._records import DatasetRow, DatasetState, InputRef, OutputFile, SolutionRow
+from dpct.storage._schema import configurations, datasets, solution_inputs, solutions
+
+
+def configuration_id(conn: Connection, config_hash: str, content: str, now: float) -> int:
+    """The id of a configuration instance, stored once by its hash."""
+    found = conn.execute(
+        sa.select(configurations.c.id).where(configurations.c.hash == config_hash)
+    ).scalar()
+    if found is not None:
+        return int(found)
+    return int(
+        conn.execute(
+            sa.insert(configurations)
+            .values(hash=config_hash, content=content, created_at=now)
+            .returning(configurations.c.id)
+        ).scalar_one()
+    )
+
+
+def add_solutions(conn: Connection, rows: Sequence[dict[str, object]]) -> list[int]:
+    """Allocate solution ids; each row holds the ``solutions`` columns except ``id``."""
+    if not rows:
+        return []
+    result = conn.execute(
+        sa.insert(solutions).returning(solutions.c.id, sort_by_parameter_order=True), rows
+    )
+    return [int(r[0]) for r in result]
+
+
+def add_solution_inputs(conn: Connection, links: Iterable[tuple[int, int, str]]) -> None:
+    """Record lineage: (solution id, input solution id, input data type)."""
+    rows = [{"solution_id": s, "input_solution_id": i, "input_type": t} for s, i, t in set(links)]
+    if rows:
+        conn.execute(sa.insert(solution_inputs), rows)
+
+
+def add_datasets(
+    conn: Connection,
+    files: Sequence[OutputFile],
+    *,
+    now: float,
+    solution_id: int | None,
+    job_id: int | None = None,
+    transfer_id: int | None = None,
+) -> list[int]:
+    if not files:
+        return []
+    rows = [
+        {
+            "data_type": f.data_type,
+            "type_version": f.type_version,
+            "obmt_start_ns": f.spec.start_ns,
+            "obmt_end_ns": f.spec.end_ns,
+            "ccd": f.spec.ccd,
+            "fov": f.spec.fov,
+            "rows": f.rows,
+            "bytes": f.bytes,
+            "checksum": f.checksum,
+            "location": f.location,
+            "solution_id": solution_id,
+            "state": DatasetState.AVAILABLE,
+            "job_id": job_id,
+            "transfer_id": transfer_id,
+            "created_at": now,
+        }
+        for f in files
+    ]
+    ids = [
+        int(r[0])
+        for r in conn.execute(
+            sa.insert(datasets).returning(datasets.c.id, sort_by_parameter_order=True), rows
+        )
+    ]
+    add_events(
+        conn,
+        now,
+        [
+            ("DSS", "dataset.registered", "dataset", i, f"{f.spec.text} {f.rows} rows")
+            for i, f in zip(ids, files, strict=True)
+        ],
+    )
+    return ids
+
+
+def register_dataset(
+    conn: Connection,
+    file: OutputFile,
+    *,
+    now: float,
+    software_version: str,
+    inputs: Sequence[InputRef] = (),
+    transfer_id: int | None = None,
+    automatically_generated: bool = False,
+) -> tuple[int, int]:
+    """Register one product from outside a job (ingest, transfer); returns (dataset, solution)."""
+    (solution_id,) = add_solutions(
+        conn,
+        [
+            {
+                "output_type": file.data_type,
+                "generation_time": now,
+                "automatically_generated": automatically_generated,
+                "software_version": software_version,
+                "task_type": None,
+                "configuration_id": None,
+                "job_id": None,
+            }
+        ],
+    )
+    add_solution_inputs(
+        conn, ((solution_id, i.solution_id, i.data_type) for i in inputs if i.solution_id)
+    )
+    (dataset_id,) = add_datasets(
+        conn, [file], now=now, solution_id=solution_id, transfer_id=transfer_id
+    )
+    return dataset_id, solution_id
+
+
+def _dataset_row(row: sa.Row) -> DatasetRow:
+    m = row._mapping
+    return DatasetRow(
+        id=m["id"],
+        spec=DataSpec(m["data_type"], m["obmt_start_ns"], m["obmt_end_ns"], m["ccd"], m["fov"]),
+        type_version=m["type_version"],
+        rows=m["rows"],
+        bytes=m["bytes"],
+        checksum=m["checksum"],
+        location=m["location"],
+        solution_id=m["solution_id"],
+        state=m["state"],
+        job_id=m["job_id"],
+        transfer_id=m["transfer_id"],
+        created_at=m["created_at"],
+    )
+
+
+def _overlapping(spec: DataSpec) -> sa.Select:
+    d = datasets.c
+    query = sa.select(datasets).where(
+        d.data_type == spec.data_type,
+        d.state == DatasetState.AVAILABLE,
+        d.obmt_start_ns < spec.end_ns,
+        d.obmt_end_ns > spec.start_ns,
+    )
+    if spec.ccd is not None:
+        query = query.where(sa.or_(d.ccd.is_(None), d.ccd == spec.ccd))
+    if spec.fov is not None:
+        query = query.where(sa.or_(d.fov.is_(None), d.fov == spec.fov))
+    return query
+
+
+def find_datasets(conn: Connection, spec: DataSpec) -> list[DatasetRow]:
+    """Available datasets of ``spec``'s type overlapping it, in OBMT then id order."""
+    query = _overlapping(spec).order_by(datasets.c.obmt_start_ns, datasets.c.id)
+    return [_dataset_row(r) for r in conn.execute(query)]
+
+
+def datasets_after(conn: Connection, after_id: int, limit: int = 1000) -> list[DatasetRow]:
+    query = (
+        sa.select(datasets)
+        .where(datasets.c.id > after_id, datasets.c.state == DatasetState.AVAILABLE)
+        .order_by(datasets.c.id)
+        .limit(limit)
+    )
+    return [_dataset_row(r) for r in conn.execute(query)]
+
+
+def coverage_gaps(conn: Connection, spec: DataSpec) -> list[tuple[int, int]]:
+    """The parts of ``spec``'s interval that no available dataset of its type covers."""
+    cursor = spec.start_ns
+    gaps = []
+    for ds in find_datasets(conn, spec):
+        if ds.spec.start_ns > cursor:
+            gaps.append((cursor, min(ds.spec.start_ns, spec.end_ns)))
+        cursor = max(cursor, ds.spec.end_ns)
+        if cursor >= spec.end_ns:
+            break
+    if cursor < spec.end_ns:
+        gaps.append((cursor, spec.end_ns))
+    return gaps
+
+
+def get_dataset(conn: Connection, dataset_id: int) -> DatasetRow | None:
+    row = conn.execute(sa.select(datasets).where(datasets.c.id == dataset_id)).first()
+    return _dataset_row(row) if row else None
+
+
+def list_datasets(
+    conn: Connection, *, data_type: str | None = None, limit: int = 100
+) -> list[DatasetRow]:
+    query = sa.select(datasets).order_by(datasets.c.id.desc()).limit(limit)
+    if data_type:
+        query = query.where(datasets.c.data_type == data_type)
+    return [_dataset_row(r) for r in conn.execute(query)]
+
+
+def get_solution(conn: Connection, solution_id: int) -> SolutionRow | None:
+    row = conn.execute(sa.select(solutions).where(solutions.c.id == solution_id)).first()
+    if row is None:
+        return None
+    links = conn.execute(
+        sa.select(solution_inputs.c.input_solution_id, solution_inputs.c.input_type)
+        .where(solution_inputs.c.solution_id == solution_id)
+        .order_by(solution_inputs.c.input_solution_id)
+    ).all()
+    return SolutionRow(
+        **row._mapping,
+        input_solution_ids=tuple(int(r[0]) for r in links),
+        input_types=tuple(r[1] for r in links),
+    )
+
+
+def lineage(conn: Connection, solution_id: int, direction: str) -> list[int]:
+    """Solution ids reachable from ``solution_id``, sorted.
+
+    ``direction`` is ``"ancestors"`` (what it was made from) or ``"descendants"`` (what
+    was made from it). One recursive CTE with UNION, which removes repeats so diamonds
+    are walked once; SQLite and PostgreSQL both run it.
+    """
+    link = solution_inputs.c
+    if direction == "ancestors":
+        near, far = link.solution_id, link.input_solution_id
+    elif direction == "descendants":
+        near, far = link.input_solution_id, link.solution_id
+    else:
+        raise ValueError(f"direction must be 'ancestors' or 'descendants', not {direction!r}")
+    walk = sa.select(far.label("sid")).where(near == solution_id).cte("walk", recursive=True)
+    walk = walk.union(sa.select(far).where(near == walk.c.sid))
+    return [int(sid) for (sid,) in conn.execute(sa.select(walk.c.sid).order_by(walk.c.sid))]

@@ -1,0 +1,46 @@
+"""Schema migrations with Alembic, run programmatically so `dpct db upgrade` needs no ini."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy.engine import Connection
+
+from dpct.storage._database import Database
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+
+
+def _config(conn: Connection | None = None) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    if conn is not None:
+        cfg.attributes["connection"] = conn
+    return cfg
+
+
+def head_revision() -> str:
+    head = ScriptDirectory.from_config(_config()).get_current_head()
+    assert head is not None
+    return head
+
+
+def current_revision(conn: Connection) -> str | None:
+    return MigrationContext.configure(conn).get_current_revision()
+
+
+def upgrade(db: Database, revision: str = "head") -> str:
+    """Migrate the database to ``revision``; returns the revision it ends at."""
+    with db.write() as conn:
+        command.upgrade(_config(conn), revision)
+        return current_revision(conn) or "base"
+
+
+def downgrade(db: Database, revision: str) -> str:
+    with db.write() as conn:
+        command.downgrade(_config(conn), revision)
+        return current_revision(conn) or "base"

@@ -1,0 +1,216 @@
+"""Typed records returned by the storage layer, and the state vocabularies they use."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from dpct.datamodel import DataSpec
+
+
+class JobStatus(StrEnum):
+    WAITING = "WAITING"  # upstream jobs have not all finished
+    QUEUED = "QUEUED"  # ready to be leased (from not_before on)
+    RUNNING = "RUNNING"
+    SUCCESS = "SUCCESS"
+    SKIPPED = "SKIPPED"  # the task found no data: done, not failed
+    FAILED = "FAILED"
+    UPSTREAM_FAILED = "UPSTREAM_FAILED"
+    CANCELLED = "CANCELLED"
+
+
+ACTIVE_JOB_STATES = frozenset({JobStatus.WAITING, JobStatus.QUEUED, JobStatus.RUNNING})
+DONE_JOB_STATES = frozenset({JobStatus.SUCCESS, JobStatus.SKIPPED})
+BAD_JOB_STATES = frozenset({JobStatus.FAILED, JobStatus.UPSTREAM_FAILED})
+
+
+class WorkflowStatus(StrEnum):
+    NEW = "NEW"
+    RUNNING = "RUNNING"
+    SUCCESS = "SUCCESS"
+    FAILED = "FAILED"
+    PARTIALLYSUCCESS = "PARTIALLYSUCCESS"
+    CANCELLED = "CANCELLED"
+
+
+class DatasetState(StrEnum):
+    AVAILABLE = "AVAILABLE"
+    RETRACTED = "RETRACTED"
+    DELETED = "DELETED"
+
+
+@dataclass(frozen=True, slots=True)
+class JobPlan:
+    """A job to insert: its step, task type and DataSpec, with indices of upstream plans."""
+
+    step: str
+    task_type: str
+    spec: DataSpec
+    params: str
+    cores: int
+    max_attempts: int
+    time_limit_s: float | None
+    upstream: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class LeasedJob:
+    id: int
+    workflow_id: int
+    task_type: str
+    step: str
+    spec: DataSpec
+    params: str
+    cores: int
+    attempt: int
+    token: str
+    time_limit_s: float | None
+    started_at: float
+    ready_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class OutputFile:
+    """A product file written by an attempt, to be registered if the attempt commits."""
+
+    name: str
+    data_type: str
+    type_version: int
+    spec: DataSpec
+    rows: int
+    bytes: int
+    checksum: str
+    location: str
+
+
+@dataclass(frozen=True, slots=True)
+class InputRef:
+    dataset_id: int
+    solution_id: int | None
+    data_type: str
+
+
+@dataclass(slots=True)
+class Completion:
+    """What an attempt reports; committed only while ``token`` still holds the lease."""
+
+    job_id: int
+    token: str
+    outcome: str  # "success" | "skipped" | "failed"
+    error_class: str | None = None
+    error_message: str | None = None
+    retry: bool = True
+    outputs: list[OutputFile] = field(default_factory=list)
+    inputs: list[InputRef] = field(default_factory=list)
+    log_path: str | None = None
+    task_type: str = ""
+    software_version: str = ""
+    config_hash: str = ""
+    config_json: str = "{}"
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowRow:
+    id: int
+    name: str
+    status: str
+    persistence_id: int
+    run_id: int | None
+    transfer_id: int | None
+    spec: DataSpec
+    priority: int
+    trigger: str
+    n_jobs: int
+    created_at: float
+    started_at: float | None
+    ended_at: float | None
+    descriptor_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class JobRow:
+    id: int
+    workflow_id: int
+    seq: int
+    step: str
+    task_type: str
+    status: str
+    priority: int
+    spec: DataSpec
+    params: str
+    cores: int
+    attempts: int
+    max_attempts: int
+    node: str | None
+    solution_id: int | None
+    log_path: str | None
+    error_class: str | None
+    error_message: str | None
+    created_at: float
+    ready_at: float | None
+    started_at: float | None
+    ended_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class DatasetRow:
+    id: int
+    spec: DataSpec
+    type_version: int
+    rows: int
+    bytes: int
+    checksum: str
+    location: str
+    solution_id: int | None
+    state: str
+    job_id: int | None
+    transfer_id: int | None
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class SolutionRow:
+    id: int
+    output_type: str
+    generation_time: float
+    automatically_generated: bool
+    software_version: str
+    task_type: str | None
+    configuration_id: int | None
+    job_id: int | None
+    input_solution_ids: tuple[int, ...] = ()
+    input_types: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class NodeRow:
+    name: str
+    role: str
+    status: str
+    host: str
+    pid: int
+    slots: int
+    started_at: float
+    heartbeat_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class EventRow:
+    id: int
+    time: float
+    subsystem: str
+    kind: str
+    object_type: str
+    object_id: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class DescriptorRow:
+    id: int
+    name: str
+    version: int
+    source: str
+    content: str
+    active: bool
+    created_at: float

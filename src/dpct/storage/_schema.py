@@ -1,0 +1,238 @@
+"""The metadata database schema: every table, for SQLite and PostgreSQL alike.
+
+Times are UTC epoch seconds (double precision): one representation on both backends,
+cheap to compare, and a controllable clock in tests is a plain float. OBMT instants are
+integer nanoseconds (``*_ns``), as on board.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+Id = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+"""Primary keys: BIGINT on PostgreSQL, INTEGER on SQLite so that it aliases the rowid."""
+
+Time = sa.Double()
+
+configurations = sa.Table(
+    "configurations",
+    metadata,
+    sa.Column("id", Id, primary_key=True),
+    sa.Column("hash", sa.String(64), nullable=False, unique=True),
+    sa.Column("content", sa.Text, nullable=False),
+    sa.Column("created_at", Time, nullable=False),
+)
+
+solutions = sa.Table(
+    "solutions",
+    metadata,
+    sa.Column("id", Id, primary_key=True),
+    sa.Column("output_type", sa.String(128), nullable=False),
+    sa.Column("generation_time", Time, nullable=False),
+    sa.Column("automatically_generated", sa.Boolean, nullable=False),
+    sa.Column("software_version", sa.String(64), nullable=False),
+    sa.Column("task_type", sa.String(128)),
+    sa.Column("configuration_id", Id, sa.ForeignKey("configurations.id")),
+    sa.Column("job_id", Id),
+)
+
+solution_inputs = sa.Table(
+    "solution_inputs",
+    metadata,
+    sa.Column("solution_id", Id, sa.ForeignKey("solutions.id"), primary_key=True),
+    sa.Column("input_solution_id", Id, sa.ForeignKey("solutions.id"), primary_key=True),
+    sa.Column("input_type", sa.String(128), nullable=False),
+    sa.Index(None, "input_solution_id"),
+)
+
+datasets = sa.Table(
+    "datasets",
+    metadata,
+    sa.Column("id", Id, primary_key=True),
+    sa.Column("data_type", sa.String(128), nullable=False),
+    sa.Column("type_version", sa.Integer, nullable=False),
+    sa.Column("obmt_start_ns", sa.BigInteger, nullable=False),
+    sa.Column("obmt_end_ns", sa.BigInteger, nullable=False),
+    sa.Column("ccd", sa.Integer),
+    sa.Column("fov", sa.Integer),
+    sa.Column("rows", sa.BigInteger, nullable=False),
+    sa.Column("bytes", sa.BigInteger, nullable=False),
+    sa.Column("checksum", sa.String(80), nullable=False),
+    sa.Column("location", sa.Text, nullable=False),
+    sa.Column("solution_id", Id, sa.ForeignKey("solutions.id")),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("job_id", Id),
+    sa.Column("transfer_id", Id),
+    sa.Column("created_at", Time, nullable=False),
+    sa.Index(None, "data_type", "obmt_start_ns"),
+    sa.Index(None, "solution_id"),
+)
+
+workflow_descriptors = sa.Table(
+    "workflow_descriptors",
+    metadata,
+    sa.Column("id", Id, primary_key=True),
+    sa.Column("name", sa.String(128), nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("source", sa.Text, nullable=False),
+    sa.Column("content", sa.Text, nullable=False),
+    sa.Column("active", sa.Boolean, nullable=False),
+    sa.Column("created_at", Time, nullable=False),
+    sa.UniqueConstraint("name", "version"),
+)
+
+workflows = sa.Table(
+    "workflows",
+    metadata,
+    sa.Column("id", Id, primary_key=True),
+    sa.Column("name", sa.String(128), nullable=False),
+    sa.Column("descriptor_id", Id, sa.ForeignKey("workflow_descriptors.id"), nullable=False),
+    sa.Column("status", sa.String(24), nullable=False),
+    sa.Column("persistence_id", sa.BigInteger, nullable=False),
+    sa.Column("run_id", Id),
+    sa.Column("transfer_id", Id),
+    sa.Column("data_type", sa.String(128), nullable=False),
+    sa.Column("obmt_start_ns", sa.BigInteger, nullable=False),
+    sa.Column("obmt_end_ns", sa.BigInteger, nullable=False),
+    sa.Column("ccd", sa.Integer),
+    sa.Column("fov", sa.Integer),
+    sa.Column("priority", sa.Integer, nullable=False),
+    sa.Column("trigger", sa.String(64), nullable=False),
+    sa.Column("n_jobs", sa.Integer, nullable=False),
+    sa.Column("created_at", Time, nullable=False),
+    sa.Column("started_at", Time),
+    sa.Column("ended_at", Time),
+    sa.Index(None, "status", "id"),
+)
+
+jobs = sa.Table(
+    "jobs",
+    metadata,
+    sa.Column("id", Id, primary_key=True),
+    sa.Column("workflow_id", Id, sa.ForeignKey("workflows.id"), nullable=False),
+    sa.Column("seq", sa.Integer, nullable=False),
+    sa.Column("step", sa.String(128), nullable=False),
+    sa.Column("task_type", sa.String(128), nullable=False),
+    sa.Column("status", sa.String(24), nullable=False),
+    sa.Column("priority", sa.Integer, nullable=False),
+    sa.Column("data_type", sa.String(128), nullable=False),
+    sa.Column("obmt_start_ns", sa.BigInteger, nullable=False),
+    sa.Column("obmt_end_ns", sa.BigInteger, nullable=False),
+    sa.Column("ccd", sa.Integer),
+    sa.Column("fov", sa.Integer),
+    sa.Column("params", sa.Text, nullable=False),
+    sa.Column("cores", sa.Integer, nullable=False),
+    sa.Column("max_attempts", sa.Integer, nullable=False),
+    sa.Column("time_limit_s", sa.Double),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("pending_deps", sa.Integer, nullable=False),
+    sa.Column("not_before", Time, nullable=False),
+    sa.Column("created_at", Time, nullable=False),
+    sa.Column("ready_at", Time),
+    sa.Column("started_at", Time),
+    sa.Column("ended_at", Time),
+    sa.Column("lease_token", sa.String(32)),
+    sa.Column("lease_until", Time),
+    sa.Column("node", sa.String(64)),
+    sa.Column("solution_id", Id),
+    sa.Column("log_path", sa.Text),
+    sa.Column("error_class", sa.String(128)),
+    sa.Column("error_message", sa.Text),
+    sa.UniqueConstraint("workflow_id", "seq"),
+    sa.Index(None, "workflow_id", "status", "id"),
+    sa.Index(None, "status", "priority", "id"),
+)
+
+job_deps = sa.Table(
+    "job_deps",
+    metadata,
+    sa.Column("job_id", Id, sa.ForeignKey("jobs.id"), primary_key=True),
+    sa.Column("upstream_id", Id, sa.ForeignKey("jobs.id"), primary_key=True),
+    sa.Index(None, "upstream_id"),
+)
+
+workflow_job_counts = sa.Table(
+    "workflow_job_counts",
+    metadata,
+    sa.Column("workflow_id", Id, sa.ForeignKey("workflows.id"), primary_key=True),
+    sa.Column("status", sa.String(24), primary_key=True),
+    sa.Column("n", sa.BigInteger, nullable=False),
+)
+"""Per-status job counts, kept by database triggers on ``jobs`` so they never drift."""
+
+task_limits = sa.Table(
+    "task_limits",
+    metadata,
+    sa.Column("task_type", sa.String(128), primary_key=True),
+    sa.Column("max_running", sa.Integer, nullable=False),
+)
+
+nodes = sa.Table(
+    "nodes",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("role", sa.String(32), nullable=False),
+    sa.Column("status", sa.String(8), nullable=False),
+    sa.Column("host", sa.String(255), nullable=False),
+    sa.Column("pid", sa.Integer, nullable=False),
+    sa.Column("slots", sa.Integer, nullable=False),
+    sa.Column("started_at", Time, nullable=False),
+    sa.Column("heartbeat_at", Time, nullable=False),
+)
+
+events = sa.Table(
+    "events",
+    metadata,
+    sa.Column("id", Id, primary_key=True),
+    sa.Column("time", Time, nullable=False),
+    sa.Column("subsystem", sa.String(16), nullable=False),
+    sa.Column("kind", sa.String(64), nullable=False),
+    sa.Column("object_type", sa.String(32), nullable=False),
+    sa.Column("object_id", sa.String(128), nullable=False),
+    sa.Column("message", sa.Text, nullable=False),
+    sa.Index(None, "object_type", "object_id"),
+)
+
+job_logs = sa.Table(
+    "job_logs",
+    metadata,
+    sa.Column("id", Id, primary_key=True),
+    sa.Column("filename", sa.Text, nullable=False),
+    sa.Column("job_id", Id, nullable=False),
+    sa.Column("workflow_id", Id, nullable=False),
+    sa.Column("subsystem", sa.String(16), nullable=False),
+    sa.Column("task_name", sa.String(128), nullable=False),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("max_backup_number", sa.Integer, nullable=False),
+    sa.Index(None, "job_id"),
+)
+
+trigger_firings = sa.Table(
+    "trigger_firings",
+    metadata,
+    sa.Column("id", Id, primary_key=True),
+    sa.Column("descriptor", sa.String(128), nullable=False),
+    sa.Column("key", sa.String(128), nullable=False),
+    sa.Column("workflow_id", Id),
+    sa.Column("fired_at", Time, nullable=False),
+    sa.UniqueConstraint("descriptor", "key"),
+)
+"""One row per trigger firing: the unique key makes a firing happen at most once."""
+
+cursors = sa.Table(
+    "cursors",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("position", sa.Double, nullable=False),
+)
+"""Named high-water marks (last dataset id seen by data triggers, last calendar tick)."""

@@ -1,0 +1,228 @@
+"""Task types: a decorated function with declared inputs, outputs and config.
+
+Science code gets typed tables and a validated config and returns typed tables; the
+framework reads and writes the products, allocates solution ids and records lineage.
+External packages add task types through the ``dpct.tasks`` entry point group: each
+entry names a module whose import declares its task types and data types.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import logging
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+from pydantic import BaseModel, ValidationError
+
+from dpct.datamodel import DATA_TYPES, DataSpec
+from dpct.errors import DpctError, UnknownTaskType
+
+INJECTABLE = frozenset({"config", "spec", "log", "scratch"})
+"""Arguments the framework passes when a task function asks for them by name.
+
+``scratch`` is a folder kept per job (not per attempt), for checkpoints that a retry
+resumes from.
+"""
+
+
+class NoConfig(BaseModel, extra="forbid"):
+    """The config of a task type that takes no parameters."""
+
+
+@dataclass(frozen=True)
+class TaskType:
+    name: str
+    version: str
+    func: Callable[..., Any]
+    inputs: Mapping[str, str]
+    outputs: Mapping[str, str]
+    config: type[BaseModel] = NoConfig
+    cores: int = 1
+    max_attempts: int = 3
+    time_limit_s: float | None = None
+    max_running: int | None = None
+    description: str = ""
+    wants: frozenset[str] = field(default_factory=frozenset)
+
+    def parse_config(self, params: Mapping[str, Any]) -> BaseModel:
+        """Validate parameters; the error names the task type and the field."""
+        try:
+            return self.config.model_validate(dict(params))
+        except ValidationError as err:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or '(params)'}: {e['msg']}"
+                for e in err.errors()
+            )
+            raise ParameterError(f"task type {self.name!r}: {problems}") from err
+
+    def run(
+        self,
+        tables: Mapping[str, pa.Table],
+        params: Mapping[str, Any],
+        spec: DataSpec,
+        log: logging.Logger,
+        scratch: Path,
+    ) -> dict[str, pa.Table]:
+        """Call the function and return its outputs conformed to their data types."""
+        kwargs: dict[str, Any] = dict(tables)
+        available = {
+            "config": self.parse_config(params),
+            "spec": spec,
+            "log": log,
+            "scratch": scratch,
+        }
+        kwargs.update({name: available[name] for name in self.wants})
+        result = self.func(**kwargs)
+        if result is None:
+            result = {}
+        if isinstance(result, pa.Table):
+            if len(self.outputs) != 1:
+                raise DpctError(
+                    f"task type {self.name!r} returned one table but declares "
+                    f"{len(self.outputs)} outputs; return a dict by output name"
+                )
+            result = {next(iter(self.outputs)): result}
+        unknown = set(result) - set(self.outputs)
+        if unknown:
+            raise DpctError(
+                f"task type {self.name!r} returned undeclared output(s) {sorted(unknown)}"
+            )
+        return {
+            name: DATA_TYPES.get(self.outputs[name]).conform(
+                table, where=f"output {name!r} of task type {self.name!r}"
+            )
+            for name, table in result.items()
+        }
+
+
+class ParameterError(DpctError):
+    """Task parameters do not match the task type's config."""
+
+    exit_code = 2
+
+
+class TaskRegistry:
+    def __init__(self) -> None:
+        self._tasks: dict[str, TaskType] = {}
+
+    def add(self, task_type: TaskType) -> None:
+        known = self._tasks.get(task_type.name)
+        # Re-importing the same module (e.g. by entry point and by path) is not a clash.
+        if known is not None and _origin(known) != _origin(task_type):
+            raise ValueError(
+                f"task type {task_type.name!r} is declared twice: in {_origin(known)} "
+                f"and in {_origin(task_type)}"
+            )
+        self._tasks[task_type.name] = task_type
+
+    def get(self, name: str) -> TaskType:
+        if name not in self._tasks:
+            load_entry_points()
+        try:
+            return self._tasks[name]
+        except KeyError:
+            known = ", ".join(sorted(self._tasks)) or "none"
+            raise UnknownTaskType(
+                f"unknown task type {name!r} (registered: {known}); install the package "
+                "that provides it, or check the `dpct.tasks` entry points"
+            ) from None
+
+    def names(self) -> list[str]:
+        load_entry_points()
+        return sorted(self._tasks)
+
+
+def _origin(task_type: TaskType) -> str:
+    return f"{task_type.func.__module__}.{task_type.func.__qualname__}"
+
+
+TASK_TYPES = TaskRegistry()
+_loaded_entry_points = False
+
+
+def load_entry_points() -> None:
+    """Import the task modules: the ``dpct.tasks`` entry points, then ``DPCT_TASK_MODULES``.
+
+    ``DPCT_TASK_MODULES`` (comma-separated module names) lets a pipeline developer try
+    task types before packaging them; worker processes inherit it.
+    """
+    global _loaded_entry_points
+    if _loaded_entry_points:
+        return
+    _loaded_entry_points = True
+    for ep in entry_points(group="dpct.tasks"):
+        ep.load()
+    for module in filter(None, os.environ.get("DPCT_TASK_MODULES", "").split(",")):
+        importlib.import_module(module.strip())
+
+
+def task(
+    name: str,
+    *,
+    inputs: Mapping[str, str] | None = None,
+    outputs: Mapping[str, str] | None = None,
+    config: type[BaseModel] = NoConfig,
+    version: str = "1",
+    cores: int = 1,
+    max_attempts: int = 3,
+    time_limit_s: float | None = None,
+    max_running: int | None = None,
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Declare a task type.
+
+    Parameters
+    ----------
+    name
+        Unique task type name, e.g. ``"aim.image_parameters"``.
+    inputs, outputs
+        Argument (output) name → data type name. Inputs arrive as Arrow tables of the
+        registered schema holding every available dataset that overlaps the job's
+        DataSpec; outputs are returned as a dict of tables (or one table).
+    config
+        A pydantic model validating the step's parameters; passed as ``config``.
+    cores
+        Slots a job takes on a node (an MPI solve takes several).
+    max_attempts, time_limit_s, max_running
+        Retry budget, wall-clock limit per attempt, and the most jobs of this type
+        running at once across all nodes.
+    """
+    if cores < 1:
+        raise ValueError(f"task type {name!r}: cores must be ≥ 1, got {cores}")
+    if max_attempts < 1:
+        raise ValueError(f"task type {name!r}: max_attempts must be ≥ 1, got {max_attempts}")
+
+    def register(func: Callable[..., Any]) -> Callable[..., Any]:
+        params = inspect.signature(func).parameters
+        wants = frozenset(p for p in params if p in INJECTABLE)
+        missing = [i for i in (inputs or {}) if i not in params]
+        if missing:
+            raise ValueError(
+                f"task type {name!r}: function {func.__qualname__} lacks argument(s) for "
+                f"input(s) {missing}"
+            )
+        TASK_TYPES.add(
+            TaskType(
+                name=name,
+                version=version,
+                func=func,
+                inputs=dict(inputs or {}),
+                outputs=dict(outputs or {}),
+                config=config,
+                cores=cores,
+                max_attempts=max_attempts,
+                time_limit_s=time_limit_s,
+                max_running=max_running,
+                description=inspect.getdoc(func) or "",
+                wants=wants,
+            )
+        )
+        return func
+
+    return register

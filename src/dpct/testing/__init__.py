@@ -1,0 +1,48 @@
+"""Helpers for testing dpct and the pipelines built on it: databases, clocks, task types."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from dpct.storage import Database, upgrade
+from dpct.storage._admin import can_connect, create_postgres_database, drop_postgres_database
+
+POSTGRES_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+
+
+class FakeClock:
+    """A clock that moves only when told to: ``clock()`` returns the time."""
+
+    def __init__(self, start: float = 1_700_000_000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> float:
+        self.now += seconds
+        return self.now
+
+
+def sqlite_database(path: str) -> Database:
+    """A fresh SQLite metadata database at ``path``, migrated to head."""
+    db = Database(f"sqlite:///{path}")
+    upgrade(db)
+    return db
+
+
+@contextmanager
+def postgres_database(admin_url: str = POSTGRES_ADMIN_URL) -> Iterator[str]:
+    """Create a uniquely named PostgreSQL database, yield its URL, then drop it."""
+    name = f"dpct_test_{uuid.uuid4().hex[:12]}"
+    url = create_postgres_database(admin_url, name)
+    try:
+        yield url
+    finally:
+        drop_postgres_database(admin_url, name)
+
+
+def postgres_available(admin_url: str = POSTGRES_ADMIN_URL) -> bool:
+    return can_connect(admin_url)

@@ -1,0 +1,94 @@
+"""Shared fixtures: a fresh metadata database per test, on SQLite and on PostgreSQL.
+
+PostgreSQL tests create their own database and drop it. Where no server answers they
+are skipped, unless DPCT_REQUIRE_POSTGRES=1 (CI sets it) makes that an error.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from dpct.config import Settings
+from dpct.storage import Database, upgrade
+from dpct.testing import FakeClock, postgres_available, postgres_database
+
+os.environ.setdefault("DPCT_TASK_MODULES", "dpct.testing.tasks")
+from dpct.tasks import load_entry_points
+
+load_entry_points()
+
+_PG = None
+
+
+def _postgres_ok() -> bool:
+    global _PG
+    if _PG is None:
+        _PG = postgres_available()
+    return _PG
+
+
+def database_url(backend: str, tmp_path: Path) -> Iterator[str]:
+    if backend == "sqlite":
+        yield f"sqlite:///{tmp_path / 'dpct.sqlite3'}"
+        return
+    if not _postgres_ok():
+        if os.environ.get("DPCT_REQUIRE_POSTGRES") == "1":
+            pytest.fail("PostgreSQL is required (DPCT_REQUIRE_POSTGRES=1) but does not answer")
+        pytest.skip("no PostgreSQL server on 127.0.0.1:5432")
+    with postgres_database() as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def backend(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.fixture
+def db_url(backend: str, tmp_path: Path) -> Iterator[str]:
+    yield from database_url(backend, tmp_path)
+
+
+@pytest.fixture
+def settings(tmp_path: Path, db_url: str) -> Settings:
+    return Settings(
+        home=tmp_path / "home",
+        database_url=db_url,
+        lease_s=2.0,
+        heartbeat_s=0.3,
+        node_down_after_s=3.0,
+        coordinator_tick_s=0.2,
+        retry_backoff_s=0.2,
+    )
+
+
+@pytest.fixture
+def db(settings: Settings) -> Iterator[Database]:
+    database = Database(settings.url)
+    upgrade(database)
+    yield database
+    database.dispose()
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def env(settings: Settings) -> dict[str, str]:
+    """Environment for dpct child processes pointing at this test's home and database."""
+    return {
+        "DPCT_HOME": str(settings.home),
+        "DPCT_DATABASE_URL": settings.database_url,
+        "DPCT_TASK_MODULES": "dpct.testing.tasks",
+        "DPCT_LEASE_S": str(settings.lease_s),
+        "DPCT_HEARTBEAT_S": str(settings.heartbeat_s),
+        "DPCT_NODE_DOWN_AFTER_S": str(settings.node_down_after_s),
+        "DPCT_COORDINATOR_TICK_S": str(settings.coordinator_tick_s),
+        "DPCT_RETRY_BACKOFF_S": str(settings.retry_backoff_s),
+    }

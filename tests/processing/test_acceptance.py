@@ -1,0 +1,217 @@
+"""Real processes: a coordinator and nodes started as `dpct` commands, then hurt.
+
+Each test gets its own database (SQLite file or a fresh PostgreSQL database) and home.
+"""
+
+from __future__ import annotations
+
+import itertools
+import signal
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import sqlalchemy as sa
+from tests.helpers import register, wait_for
+
+from dpct.config import Settings
+from dpct.processing import LocalCluster
+from dpct.processing import service as processing_service
+from dpct.storage import Database
+from dpct.storage._schema import datasets
+from dpct.workflows import service
+
+pytestmark = pytest.mark.acceptance
+DAY = 6000
+ENDED = {"SUCCESS", "FAILED", "PARTIALLYSUCCESS", "CANCELLED"}
+
+
+def _jobs(db: Database, wf: int):
+    return service.jobs(db, wf, page_size=1000)
+
+
+def _ended(db: Database, wf: int) -> bool:
+    return service.workflow(db, wf).workflow.status in ENDED
+
+
+def _running_on(db: Database, wf: int, node: str):
+    return [j for j in _jobs(db, wf) if j.status == "RUNNING" and j.node == node]
+
+
+def _datasets_by_job(db: Database) -> dict[int, list[str]]:
+    out: dict[int, list[str]] = {}
+    with db.read() as conn:
+        for job_id, location in conn.execute(sa.select(datasets.c.job_id, datasets.c.location)):
+            out.setdefault(job_id, []).append(location)
+    return out
+
+
+def test_node_killed_mid_job_every_job_succeeds_once(
+    db: Database, settings: Settings, env: dict[str, str], tmp_path: Path
+) -> None:
+    register(
+        db,
+        tmp_path,
+        "K",
+        [{"name": "m", "task": "testing.make", "partition": "3h", "params": {"seconds": 1.0}}],
+    )
+    wf = service.submit(db, "K", service.day_spec("testing_counts", DAY))
+    cluster = LocalCluster(env, nodes=2, slots=1, log_dir=tmp_path / "procs")
+    with cluster:
+        victim = wait_for(lambda: _running_on(db, wf, "pfs.pr1"), what="a job running on pr1")[0]
+        cluster.signal("pfs.pr1", signal.SIGKILL)
+        wait_for(lambda: _ended(db, wf), timeout=90, what="workflow end")
+    jobs = _jobs(db, wf)
+    assert {j.status for j in jobs} == {"SUCCESS"}
+    assert {j.id: j.attempts for j in jobs if j.attempts != 1} == {victim.id: 2}
+    assert next(j for j in jobs if j.id == victim.id).node == "pfs.pr2"
+    published = _datasets_by_job(db)
+    assert sorted(published) == sorted(j.id for j in jobs)
+    assert all(len(v) == 1 for v in published.values())
+    events = [
+        e
+        for e in __import__("dpct.events", fromlist=["service"]).service.events(
+            db, limit=1000, kind="job.success"
+        )
+    ]
+    assert sorted(int(e.object_id) for e in events) == sorted(j.id for j in jobs)
+    nodes = {n.name: n.status for n in processing_service.nodes(db)}
+    assert nodes["pfs.pr1"] == "DOWN"
+
+
+def test_paused_node_completion_is_rejected(
+    db: Database, settings: Settings, env: dict[str, str], tmp_path: Path
+) -> None:
+    register(db, tmp_path, "S", [{"name": "m", "task": "testing.make", "params": {"seconds": 1.5}}])
+    wf = service.submit(db, "S", service.day_spec("testing_counts", DAY))
+    cluster = LocalCluster(env, nodes=1, slots=1, log_dir=tmp_path / "procs")
+    with cluster:
+        (job,) = wait_for(lambda: _running_on(db, wf, "pfs.pr1"), what="job on pr1")
+        cluster.signal("pfs.pr1", signal.SIGSTOP)
+        cluster.start_node("pfs.pr2")
+        wait_for(lambda: _ended(db, wf), timeout=60, what="retry on pr2")
+        products = settings.products_dir
+        stale = f"j{job.id}a1-"
+        assert any(stale in p.name for p in products.rglob("*.parquet")), "pr1's attempt file"
+        cluster.signal("pfs.pr1", signal.SIGCONT)
+        wait_for(
+            lambda: not any(stale in p.name for p in products.rglob("*.parquet")),
+            what="the rejected attempt's output removed",
+        )
+        log = tmp_path / "procs" / "pfs.pr1.log"
+        wait_for(lambda: "rejected" in log.read_text(), what="rejection logged")
+    (done,) = _jobs(db, wf)
+    assert done.status == "SUCCESS" and done.attempts == 2 and done.node == "pfs.pr2"
+    (location,) = _datasets_by_job(db)[job.id]
+    assert f"j{job.id}a2-" in location
+    assert len(list(settings.products_dir.rglob("*.parquet"))) == 1
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_sigterm_drains_then_second_sigterm_hands_back(
+    db: Database, settings: Settings, env: dict[str, str], tmp_path: Path
+) -> None:
+    register(
+        db,
+        tmp_path,
+        "T",
+        [{"name": "s", "task": "testing.sleep", "partition": "6h", "params": {"seconds": 2.0}}],
+    )
+    wf = service.submit(db, "T", service.day_spec("testing_counts", DAY))
+    cluster = LocalCluster(env, nodes=1, slots=1, coordinator=False, log_dir=tmp_path / "procs")
+    with cluster:
+        (job,) = wait_for(lambda: _running_on(db, wf, "pfs.pr1"), what="job on pr1")
+        cluster.signal("pfs.pr1", signal.SIGTERM)
+        assert cluster.processes["pfs.pr1"].wait(30) == 0
+        jobs = {j.id: j for j in _jobs(db, wf)}
+        assert jobs[job.id].status == "SUCCESS" and jobs[job.id].attempts == 1
+        assert sorted(j.status for j in jobs.values()) == ["QUEUED"] * 3 + ["SUCCESS"]
+
+        cluster.start_node("pfs.pr1")
+        (second,) = wait_for(lambda: _running_on(db, wf, "pfs.pr1"), what="next job")
+        cluster.signal("pfs.pr1", signal.SIGTERM)
+        time.sleep(0.5)  # two signals sent at once may be delivered as one
+        cluster.signal("pfs.pr1", signal.SIGTERM)
+        assert cluster.processes["pfs.pr1"].wait(10) == 0
+        back = next(j for j in _jobs(db, wf) if j.id == second.id)
+        assert back.status == "QUEUED" and back.attempts == 0
+    assert {n.name: n.status for n in processing_service.nodes(db)}["pfs.pr1"] == "DOWN"
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_cancel_running_crash_and_time_limit_spare_the_node(
+    db: Database, settings: Settings, env: dict[str, str], tmp_path: Path
+) -> None:
+    register(
+        db, tmp_path, "Long", [{"name": "s", "task": "testing.sleep", "params": {"seconds": 60}}]
+    )
+    register(
+        db,
+        tmp_path,
+        "Bad",
+        [
+            {"name": "crash", "task": "testing.crash"},
+            {"name": "slow", "task": "testing.slow", "params": {"seconds": 30}},
+            {"name": "after", "task": "testing.noop", "depends_on": []},
+        ],
+    )
+    long = service.submit(db, "Long", service.day_spec("testing_counts", DAY), priority=10)
+    cluster = LocalCluster(env, nodes=1, slots=1, log_dir=tmp_path / "procs")
+    with cluster:
+        wait_for(lambda: _running_on(db, long, "pfs.pr1"), what="long job running")
+        counts = service.cancel(db, long)
+        assert counts["RUNNING"] == 1
+        bad = service.submit(db, "Bad", service.day_spec("testing_counts", DAY))
+        wait_for(lambda: _ended(db, bad), timeout=60, what="crash/slow workflow end")
+        assert cluster.processes["pfs.pr1"].poll() is None, "the node survived"
+    (cancelled,) = _jobs(db, long)
+    assert cancelled.status == "CANCELLED"
+    jobs = {j.step: j for j in _jobs(db, bad)}
+    assert jobs["crash"].status == "FAILED" and jobs["crash"].error_class == "WorkerCrashed"
+    assert jobs["slow"].status == "FAILED" and jobs["slow"].error_class == "TimeLimitExceeded"
+    assert jobs["after"].status == "SUCCESS"
+    assert service.workflow(db, bad).workflow.status == "PARTIALLYSUCCESS"
+    # The cancelled job's worker was stopped, not left sleeping for a minute.
+    assert cancelled.ended_at is not None
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_concurrency_limit_and_plugin_task_across_nodes(
+    db: Database, settings: Settings, env: dict[str, str], tmp_path: Path
+) -> None:
+    register(
+        db,
+        tmp_path,
+        "L",
+        [{"name": "l", "task": "testing.limited", "partition": "6h", "params": {"seconds": 0.5}}],
+    )
+    register(
+        db,
+        tmp_path,
+        "Plug",
+        [
+            {"name": "make", "task": "testing.make", "params": {"rows": 7}},
+            {
+                "name": "double",
+                "task": "example.double",
+                "depends_on": ["make"],
+                "params": {"offset": 1.0},
+            },
+        ],
+    )
+    limited = service.submit(db, "L", service.day_spec("testing_counts", DAY))
+    plug = service.submit(db, "Plug", service.day_spec("testing_counts", DAY + 1))
+    with LocalCluster(env, nodes=2, slots=2, log_dir=tmp_path / "procs"):
+        wait_for(lambda: _ended(db, limited) and _ended(db, plug), timeout=90, what="both end")
+    spans = sorted((j.started_at, j.ended_at) for j in _jobs(db, limited))
+    assert all(j.status == "SUCCESS" for j in _jobs(db, limited))
+    assert all(a_end <= b_start for (_, a_end), (b_start, _) in itertools.pairwise(spans))
+    make, double = sorted(_jobs(db, plug), key=lambda j: j.seq)
+    assert double.status == "SUCCESS" and double.task_type == "example.double"
+    by_job = _datasets_by_job(db)
+    source = pq.read_table(by_job[make.id][0]).column("value").to_numpy()
+    doubled = pq.read_table(by_job[double.id][0]).column("value").to_numpy()
+    assert list(doubled) == list(2 * source + 1.0)
+    lineage = service.solution_lineage(db, double.solution_id)
+    assert lineage.ancestors == [make.solution_id]

@@ -1,0 +1,66 @@
+"""Migrations give the schema the code declares, both ways, on both backends."""
+
+from __future__ import annotations
+
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+
+from dpct.errors import DatabaseUnreachable, SchemaOutdated
+from dpct.storage import Database, downgrade, head_revision, upgrade
+from dpct.storage._schema import metadata
+
+
+def _diff(db: Database) -> list:
+    with db.read() as conn:
+        return compare_metadata(MigrationContext.configure(conn), metadata)
+
+
+def test_upgrade_gives_declared_schema_and_round_trips(db_url: str) -> None:
+    db = Database(db_url)
+    assert upgrade(db) == head_revision()
+    assert _diff(db) == []
+    assert downgrade(db, "base") == "base"
+    with db.read() as conn:
+        tables = set(sa.inspect(conn).get_table_names()) - {"alembic_version"}
+    assert tables == set()
+    upgrade(db)
+    assert _diff(db) == []
+    db.check_schema()
+
+
+def test_job_count_triggers_exist_after_migration(db_url: str) -> None:
+    db = Database(db_url)
+    upgrade(db)
+    with db.read() as conn:
+        if db.is_sqlite:
+            names = {
+                r[0]
+                for r in conn.exec_driver_sql("SELECT name FROM sqlite_master WHERE type='trigger'")
+            }
+        else:
+            names = {
+                r[0]
+                for r in conn.exec_driver_sql(
+                    "SELECT tgname FROM pg_trigger WHERE NOT tgisinternal"
+                )
+            }
+    assert {"jobs_count_update"} <= names
+
+
+def test_empty_or_old_schema_says_to_upgrade(db_url: str) -> None:
+    db = Database(db_url)
+    with pytest.raises(SchemaOutdated, match=r"is empty.*run `dpct db upgrade`"):
+        db.check_schema()
+    upgrade(db)
+    with db.write() as conn:
+        conn.exec_driver_sql("UPDATE alembic_version SET version_num = '0000'")
+    with pytest.raises(SchemaOutdated, match=r"at revision 0000.*run `dpct db upgrade`"):
+        db.check_schema()
+
+
+def test_unreachable_database_is_a_clear_error() -> None:
+    db = Database("postgresql+psycopg://nobody@127.0.0.1:1/none")
+    with pytest.raises(DatabaseUnreachable, match="cannot reach the metadata database"):
+        db.check_schema()
