@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 
 import typer
+from rich.markup import escape
 
 from dpct.cli._demo import demo
 from dpct.cli._ops import coordinator_app, db_app, events, lineage, node_app, tasks
@@ -34,5 +35,9 @@ def main() -> None:
     try:
         app()
     except DpctError as err:
-        err_console.print(f"[red]error:[/] {err}", markup=True, highlight=False)
+        # One line whatever the terminal width (scripts grep it), and the message is
+        # text, not markup: a step named "calib[v2]" must print as written.
+        err_console.print(
+            f"[red]error:[/] {escape(str(err))}", markup=True, highlight=False, soft_wrap=True
+        )
         sys.exit(err.exit_code)

@@ -165,10 +165,18 @@ def discard_outputs(completion: Completion) -> None:
     _discard(completion)
 
 
+_JOB_LOG = logging.getLogger("dpct.job")
+_JOB_LOG.setLevel(logging.INFO)
+_JOB_LOG.propagate = False
+
+
 def _attempt_logger(a: Assignment) -> logging.Logger:
-    log = logging.getLogger(f"dpct.job.{a.job_id}")
-    log.setLevel(logging.INFO)
-    log.propagate = False
+    """The job logger, writing to this job's rotated file for the length of the attempt.
+
+    One logger for all jobs, its handler swapped per attempt: a logger per job would
+    grow the logging module's registry (and its cache clearing) without bound.
+    """
+    log = _JOB_LOG
     if a.log_path:
         Path(a.log_path).parent.mkdir(parents=True, exist_ok=True)
         handler: logging.Handler = logging.handlers.RotatingFileHandler(

@@ -54,6 +54,7 @@ class Node:
         name: str,
         slots: int,
         poll_s: float = 0.05,
+        batch_window_s: float = 0.002,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if slots < 1:
@@ -63,6 +64,7 @@ class Node:
         self.name = name
         self.slots = slots
         self.poll_s = poll_s
+        self.batch_window_s = batch_window_s
         self.clock = clock
         self.workers: list[Worker] = []
         self.stop_requests = 0
@@ -137,7 +139,11 @@ class Node:
         busy = [w for w in self.workers if w.busy]
         if busy:
             handles = [w.conn for w in busy] + [w.process.sentinel for w in busy]
-            wait(handles, timeout=timeout)
+            ready = wait(handles, timeout=timeout)
+            if ready and len(ready) < len(busy) and self.batch_window_s:
+                # Short jobs finish close together: a moment's wait lets one transaction
+                # commit several of them instead of one each.
+                wait([h for h in handles if h not in ready], timeout=self.batch_window_s)
         elif timeout:
             time.sleep(timeout)
         for worker in list(self.workers):

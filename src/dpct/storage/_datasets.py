@@ -12,12 +12,14 @@ from dpct.storage._events import add_events
 from dpct.storage._records import DatasetRow, DatasetState, InputRef, OutputFile, SolutionRow
 from dpct.storage._schema import configurations, datasets, solution_inputs, solutions
 
+_CONFIG_BY_HASH = sa.select(configurations.c.id).where(configurations.c.hash == sa.bindparam("h"))
+_INSERT_SOLUTIONS = sa.insert(solutions).returning(solutions.c.id, sort_by_parameter_order=True)
+_INSERT_LINKS = sa.insert(solution_inputs)
+
 
 def configuration_id(conn: Connection, config_hash: str, content: str, now: float) -> int:
     """The id of a configuration instance, stored once by its hash."""
-    found = conn.execute(
-        sa.select(configurations.c.id).where(configurations.c.hash == config_hash)
-    ).scalar()
+    found = conn.execute(_CONFIG_BY_HASH, {"h": config_hash}).scalar()
     if found is not None:
         return int(found)
     return int(
@@ -33,17 +35,16 @@ def add_solutions(conn: Connection, rows: Sequence[dict[str, object]]) -> list[i
     """Allocate solution ids; each row holds the ``solutions`` columns except ``id``."""
     if not rows:
         return []
-    result = conn.execute(
-        sa.insert(solutions).returning(solutions.c.id, sort_by_parameter_order=True), rows
-    )
-    return [int(r[0]) for r in result]
+    if len(rows) == 1:
+        return [int(conn.execute(_INSERT_SOLUTIONS, rows[0]).scalar_one())]
+    return [int(r[0]) for r in conn.execute(_INSERT_SOLUTIONS, rows)]
 
 
 def add_solution_inputs(conn: Connection, links: Iterable[tuple[int, int, str]]) -> None:
     """Record lineage: (solution id, input solution id, input data type)."""
     rows = [{"solution_id": s, "input_solution_id": i, "input_type": t} for s, i, t in set(links)]
     if rows:
-        conn.execute(sa.insert(solution_inputs), rows)
+        conn.execute(_INSERT_LINKS, rows)
 
 
 def add_datasets(

@@ -13,6 +13,8 @@ from dpct.storage._schema import events
 EventTuple = tuple[str, str, str, object, str]
 """(subsystem, kind, object_type, object_id, message)."""
 
+_INSERT = events.insert()
+
 
 def add_events(conn: Connection, now: float, items: Iterable[EventTuple]) -> None:
     rows = [
@@ -27,7 +29,7 @@ def add_events(conn: Connection, now: float, items: Iterable[EventTuple]) -> Non
         for subsystem, kind, object_type, object_id, message in items
     ]
     if rows:
-        conn.execute(events.insert(), rows)
+        conn.execute(_INSERT, rows)
 
 
 def list_events(

@@ -41,6 +41,124 @@ class CommitResult:
     rejected: list[int]
 
 
+# The hot path (lease, heartbeat, commit) uses statements built once at import: building
+# a SQLAlchemy expression costs several times what executing a cached one does.
+_CANDIDATES = (
+    sa.select(
+        j.id,
+        j.workflow_id,
+        j.task_type,
+        j.step,
+        j.data_type,
+        j.obmt_start_ns,
+        j.obmt_end_ns,
+        j.ccd,
+        j.fov,
+        j.params,
+        j.cores,
+        j.attempts,
+        j.time_limit_s,
+        j.ready_at,
+        task_limits.c.max_running,
+        workflows.c.status.label("workflow_status"),
+    )
+    .select_from(
+        jobs.outerjoin(task_limits, task_limits.c.task_type == j.task_type).join(
+            workflows, workflows.c.id == j.workflow_id
+        )
+    )
+    .where(j.status == JobStatus.QUEUED, j.not_before <= sa.bindparam("now"))
+    .order_by(j.priority.desc(), j.id)
+    .limit(sa.bindparam("limit"))
+)
+_CANDIDATES_PG = _CANDIDATES.with_for_update(skip_locked=True, of=jobs)
+_LEASE = (
+    sa.update(jobs)
+    .where(j.id == sa.bindparam("b_id"))
+    .values(
+        status=JobStatus.RUNNING,
+        lease_token=sa.bindparam("b_token"),
+        lease_until=sa.bindparam("b_until"),
+        node=sa.bindparam("b_node"),
+        started_at=sa.bindparam("b_now"),
+        ended_at=None,
+        attempts=j.attempts + 1,
+    )
+)
+_READY = (
+    sa.select(j.id)
+    .where(j.status == JobStatus.QUEUED, j.not_before <= sa.bindparam("now"))
+    .limit(1)
+)
+_HELD = sa.select(j.id, j.lease_token, j.status).where(
+    j.id.in_(sa.bindparam("ids", expanding=True))
+)
+_EXTEND = (
+    sa.update(jobs)
+    .where(j.id.in_(sa.bindparam("ids", expanding=True)))
+    .values(lease_until=sa.bindparam("until"))
+)
+_FENCE = sa.select(
+    j.id,
+    j.lease_token,
+    j.status,
+    j.workflow_id,
+    j.attempts,
+    j.max_attempts,
+    j.node,
+    j.step,
+    j.task_type,
+    sa.exists().where(job_deps.c.upstream_id == j.id).label("has_dependents"),
+).where(j.id.in_(sa.bindparam("ids", expanding=True)))
+_FENCE_PG = _FENCE.with_for_update(of=jobs)
+_FINISH = (
+    sa.update(jobs)
+    .where(j.id == sa.bindparam("b_id"))
+    .values(
+        status=sa.bindparam("b_status"),
+        ended_at=sa.bindparam("b_now"),
+        lease_token=None,
+        lease_until=None,
+        solution_id=sa.bindparam("b_solution"),
+        error_class=sa.bindparam("b_error_class"),
+        error_message=sa.bindparam("b_error_message"),
+        log_path=sa.bindparam("b_log"),
+    )
+)
+_REQUEUE = (
+    sa.update(jobs)
+    .where(j.id == sa.bindparam("b_id"))
+    .values(
+        status=JobStatus.QUEUED,
+        lease_token=None,
+        lease_until=None,
+        not_before=sa.bindparam("b_not_before"),
+        ready_at=sa.bindparam("b_not_before"),
+        error_class=sa.bindparam("b_error_class"),
+        error_message=sa.bindparam("b_error_message"),
+        log_path=sa.bindparam("b_log"),
+    )
+)
+_INSERT_LOGS = sa.insert(job_logs)
+_DEPENDENTS = sa.select(job_deps.c.job_id).where(
+    job_deps.c.upstream_id.in_(sa.bindparam("ids", expanding=True))
+)
+_COUNT_DOWN = (
+    sa.update(jobs)
+    .where(j.id == sa.bindparam("b_id"))
+    .values(pending_deps=j.pending_deps - sa.bindparam("b_n"))
+)
+_RELEASE = (
+    sa.update(jobs)
+    .where(
+        j.id.in_(sa.bindparam("ids", expanding=True)),
+        j.status == JobStatus.WAITING,
+        j.pending_deps <= 0,
+    )
+    .values(status=JobStatus.QUEUED, ready_at=sa.bindparam("now"), not_before=sa.bindparam("now"))
+)
+
+
 def lease_jobs(
     conn: Connection,
     *,
@@ -60,34 +178,14 @@ def lease_jobs(
         return []
     max_jobs = free_slots if max_jobs is None else min(max_jobs, free_slots)
     postgres = conn.dialect.name == "postgresql"
-    query = (
-        sa.select(
-            j.id,
-            j.workflow_id,
-            j.task_type,
-            j.step,
-            j.data_type,
-            j.obmt_start_ns,
-            j.obmt_end_ns,
-            j.ccd,
-            j.fov,
-            j.params,
-            j.cores,
-            j.attempts,
-            j.time_limit_s,
-            j.ready_at,
-        )
-        .where(j.status == JobStatus.QUEUED, j.not_before <= now)
-        .order_by(j.priority.desc(), j.id)
-        .limit(max(4 * max_jobs, 16))
-    )
-    if postgres:
-        query = query.with_for_update(skip_locked=True)
-    candidates = conn.execute(query).all()
+    candidates = conn.execute(
+        _CANDIDATES_PG if postgres else _CANDIDATES,
+        {"now": now, "limit": max(4 * max_jobs, 16)},
+    ).all()
     if not candidates:
         return []
-    limits = _limits_for(conn, {c.task_type for c in candidates}, postgres)
-    running = _running_counts(conn, limits) if limits else Counter()
+    limited = {c.task_type for c in candidates if c.max_running is not None}
+    running = _running_counts(conn, limited, postgres) if limited else Counter()
     chosen = []
     free = free_slots
     for c in candidates:
@@ -95,8 +193,7 @@ def lease_jobs(
             break
         if c.cores > free:
             continue
-        limit = limits.get(c.task_type)
-        if limit is not None and running[c.task_type] >= limit:
+        if c.max_running is not None and running[c.task_type] >= c.max_running:
             continue
         running[c.task_type] += 1
         free -= c.cores
@@ -105,20 +202,15 @@ def lease_jobs(
         return []
     tokens = [secrets.token_hex(16) for _ in chosen]
     conn.execute(
-        sa.update(jobs)
-        .where(j.id == sa.bindparam("b_id"))
-        .values(
-            status=JobStatus.RUNNING,
-            lease_token=sa.bindparam("b_token"),
-            lease_until=now + lease_s,
-            node=node,
-            started_at=now,
-            ended_at=None,
-            attempts=j.attempts + 1,
-        ),
-        [{"b_id": c.id, "b_token": t} for c, t in zip(chosen, tokens, strict=True)],
+        _LEASE,
+        [
+            {"b_id": c.id, "b_token": t, "b_until": now + lease_s, "b_node": node, "b_now": now}
+            for c, t in zip(chosen, tokens, strict=True)
+        ],
     )
-    mark_workflows_started(conn, {c.workflow_id for c in chosen}, now)
+    starting = {c.workflow_id for c in chosen if c.workflow_status == WorkflowStatus.NEW}
+    if starting:
+        mark_workflows_started(conn, starting, now)
     add_events(
         conn,
         now,
@@ -146,20 +238,18 @@ def lease_jobs(
     ]
 
 
-def _limits_for(conn: Connection, task_types: set[str], postgres: bool) -> dict[str, int]:
-    query = sa.select(task_limits.c.task_type, task_limits.c.max_running).where(
-        task_limits.c.task_type.in_(sorted(task_types))
-    )
+def _running_counts(conn: Connection, limited: set[str], postgres: bool) -> Counter[str]:
+    types = sorted(limited)
     if postgres:
         # Serialise leasing of limited task types so two nodes can't both take the last slot.
-        query = query.with_for_update()
-    return {t: int(n) for t, n in conn.execute(query)}
-
-
-def _running_counts(conn: Connection, limits: dict[str, int]) -> Counter[str]:
+        conn.execute(
+            sa.select(task_limits.c.task_type)
+            .where(task_limits.c.task_type.in_(types))
+            .with_for_update()
+        ).all()
     query = (
         sa.select(j.task_type, sa.func.count())
-        .where(j.status == JobStatus.RUNNING, j.task_type.in_(sorted(limits)))
+        .where(j.status == JobStatus.RUNNING, j.task_type.in_(types))
         .group_by(j.task_type)
     )
     return Counter({t: int(n) for t, n in conn.execute(query)})
@@ -167,8 +257,7 @@ def _running_counts(conn: Connection, limits: dict[str, int]) -> Counter[str]:
 
 def has_ready_jobs(conn: Connection, now: float) -> bool:
     """A cheap read: is any job ready to lease? Spares idle nodes a write lock."""
-    query = sa.select(j.id).where(j.status == JobStatus.QUEUED, j.not_before <= now).limit(1)
-    return conn.execute(query).first() is not None
+    return conn.execute(_READY, {"now": now}).first() is not None
 
 
 def extend_leases(
@@ -182,14 +271,12 @@ def extend_leases(
     if not held:
         return []
     tokens = dict(held)
-    current = conn.execute(
-        sa.select(j.id, j.lease_token, j.status).where(j.id.in_(sorted(tokens)))
-    ).all()
+    current = conn.execute(_HELD, {"ids": sorted(tokens)}).all()
     kept = [
         r.id for r in current if r.status == JobStatus.RUNNING and r.lease_token == tokens[r.id]
     ]
     if kept:
-        conn.execute(sa.update(jobs).where(j.id.in_(kept)).values(lease_until=now + lease_s))
+        conn.execute(_EXTEND, {"ids": kept, "until": now + lease_s})
     return sorted(set(tokens) - set(kept))
 
 
@@ -210,20 +297,10 @@ def commit_completions(
     if not completions:
         return CommitResult([], [])
     by_id = {c.job_id: c for c in completions}
-    query = sa.select(
-        j.id,
-        j.lease_token,
-        j.status,
-        j.workflow_id,
-        j.attempts,
-        j.max_attempts,
-        j.node,
-        j.step,
-        j.task_type,
-    ).where(j.id.in_(sorted(by_id)))
-    if conn.dialect.name == "postgresql":
-        query = query.with_for_update()
-    rows = {r.id: r for r in conn.execute(query)}
+    postgres = conn.dialect.name == "postgresql"
+    rows = {
+        r.id: r for r in conn.execute(_FENCE_PG if postgres else _FENCE, {"ids": sorted(by_id)})
+    }
     accepted = [
         i
         for i in sorted(by_id)
@@ -240,24 +317,16 @@ def commit_completions(
     updates: list[dict[str, object]] = []
     retries: list[dict[str, object]] = []
     events: list[EventTuple] = []
-    solution_rows: list[dict[str, object]] = []
     succeeded: list[Completion] = []
     for job_id in accepted:
         c, row = by_id[job_id], rows[job_id]
         if c.outcome in ("success", "skipped"):
-            finished_ok.append(job_id)
+            if row.has_dependents:
+                finished_ok.append(job_id)
             status = JobStatus.SUCCESS if c.outcome == "success" else JobStatus.SKIPPED
             if c.outcome == "success":
                 succeeded.append(c)
-            updates.append(
-                {
-                    "b_id": job_id,
-                    "b_status": status,
-                    "b_error_class": c.error_class,
-                    "b_error_message": c.error_message,
-                    "b_log": c.log_path,
-                }
-            )
+            updates.append(_finish_row(job_id, status, c, now))
             events.append(
                 ("PFS", f"job.{status.lower()}", "job", job_id, c.error_message or row.step)
             )
@@ -284,15 +353,7 @@ def commit_completions(
             )
         else:
             failed_final.append(job_id)
-            updates.append(
-                {
-                    "b_id": job_id,
-                    "b_status": JobStatus.FAILED,
-                    "b_error_class": c.error_class,
-                    "b_error_message": c.error_message,
-                    "b_log": c.log_path,
-                }
-            )
+            updates.append(_finish_row(job_id, JobStatus.FAILED, c, now))
             events.append(
                 (
                     "PFS",
@@ -304,70 +365,13 @@ def commit_completions(
                 )
             )
 
-    # Solution ids for the successful attempts: one per job, with lineage.
-    config_ids: dict[str, int] = {}
-    for c in succeeded:
-        if c.config_hash and c.config_hash not in config_ids:
-            config_ids[c.config_hash] = configuration_id(conn, c.config_hash, c.config_json, now)
-        solution_rows.append(
-            {
-                "output_type": ",".join(sorted({o.data_type for o in c.outputs})) or "-",
-                "generation_time": now,
-                "automatically_generated": True,
-                "software_version": c.software_version,
-                "task_type": c.task_type,
-                "configuration_id": config_ids.get(c.config_hash),
-                "job_id": c.job_id,
-            }
-        )
-    solution_ids = add_solutions(conn, solution_rows)
-    solution_of = {c.job_id: s for c, s in zip(succeeded, solution_ids, strict=True)}
-    add_solution_inputs(
-        conn,
-        (
-            (solution_of[c.job_id], i.solution_id, i.data_type)
-            for c in succeeded
-            for i in c.inputs
-            if i.solution_id is not None
-        ),
-    )
-    for c in succeeded:
-        add_datasets(conn, c.outputs, now=now, solution_id=solution_of[c.job_id], job_id=c.job_id)
-
+    solution_of = _allocate_solutions(conn, succeeded, now)
     if updates:
         for u in updates:
-            u["b_solution"] = solution_of.get(int(u["b_id"]))  # type: ignore[arg-type]
-        conn.execute(
-            sa.update(jobs)
-            .where(j.id == sa.bindparam("b_id"))
-            .values(
-                status=sa.bindparam("b_status"),
-                ended_at=now,
-                lease_token=None,
-                lease_until=None,
-                solution_id=sa.bindparam("b_solution"),
-                error_class=sa.bindparam("b_error_class"),
-                error_message=sa.bindparam("b_error_message"),
-                log_path=sa.bindparam("b_log"),
-            ),
-            updates,
-        )
+            u["b_solution"] = solution_of.get(u["b_id"])  # type: ignore[arg-type]
+        conn.execute(_FINISH, updates)
     if retries:
-        conn.execute(
-            sa.update(jobs)
-            .where(j.id == sa.bindparam("b_id"))
-            .values(
-                status=JobStatus.QUEUED,
-                lease_token=None,
-                lease_until=None,
-                not_before=sa.bindparam("b_not_before"),
-                ready_at=sa.bindparam("b_not_before"),
-                error_class=sa.bindparam("b_error_class"),
-                error_message=sa.bindparam("b_error_message"),
-                log_path=sa.bindparam("b_log"),
-            ),
-            retries,
-        )
+        conn.execute(_REQUEUE, retries)
     log_rows = [
         {
             "filename": by_id[i].log_path,
@@ -382,38 +386,79 @@ def commit_completions(
         if by_id[i].log_path
     ]
     if log_rows:
-        conn.execute(sa.insert(job_logs), log_rows)
+        conn.execute(_INSERT_LOGS, log_rows)
     add_events(conn, now, events)
     release_dependents(conn, finished_ok, now)
-    events_failed = mark_upstream_failed(conn, failed_final)
-    add_events(conn, now, events_failed)
+    add_events(conn, now, mark_upstream_failed(conn, failed_final))
     refresh_workflow_status(conn, {rows[i].workflow_id for i in accepted}, now)
     return CommitResult(accepted, rejected)
+
+
+def _finish_row(job_id: int, status: str, c: Completion, now: float) -> dict[str, object]:
+    return {
+        "b_id": job_id,
+        "b_status": status,
+        "b_now": now,
+        "b_error_class": c.error_class,
+        "b_error_message": c.error_message,
+        "b_log": c.log_path,
+    }
+
+
+def _allocate_solutions(
+    conn: Connection, succeeded: list[Completion], now: float
+) -> dict[int, int]:
+    """One solution id per successful job, with its configuration, lineage and outputs."""
+    if not succeeded:
+        return {}
+    config_ids: dict[str, int] = {}
+    for c in succeeded:
+        if c.config_hash and c.config_hash not in config_ids:
+            config_ids[c.config_hash] = configuration_id(conn, c.config_hash, c.config_json, now)
+    solution_ids = add_solutions(
+        conn,
+        [
+            {
+                "output_type": ",".join(sorted({o.data_type for o in c.outputs})) or "-",
+                "generation_time": now,
+                "automatically_generated": True,
+                "software_version": c.software_version,
+                "task_type": c.task_type,
+                "configuration_id": config_ids.get(c.config_hash),
+                "job_id": c.job_id,
+            }
+            for c in succeeded
+        ],
+    )
+    solution_of = {c.job_id: s for c, s in zip(succeeded, solution_ids, strict=True)}
+    add_solution_inputs(
+        conn,
+        (
+            (solution_of[c.job_id], i.solution_id, i.data_type)
+            for c in succeeded
+            for i in c.inputs
+            if i.solution_id is not None
+        ),
+    )
+    for c in succeeded:
+        if c.outputs:
+            add_datasets(
+                conn, c.outputs, now=now, solution_id=solution_of[c.job_id], job_id=c.job_id
+            )
+    return solution_of
 
 
 def release_dependents(conn: Connection, finished: Sequence[int], now: float) -> None:
     """Count down the dependents of finished jobs; those with none left become QUEUED."""
     if not finished:
         return
-    dependents = [
-        int(r[0])
-        for r in conn.execute(
-            sa.select(job_deps.c.job_id).where(job_deps.c.upstream_id.in_(sorted(finished)))
-        )
-    ]
+    dependents = [int(r[0]) for r in conn.execute(_DEPENDENTS, {"ids": sorted(finished)})]
     if not dependents:
         return
-    for job_id, n in sorted(Counter(dependents).items()):
-        conn.execute(sa.update(jobs).where(j.id == job_id).values(pending_deps=j.pending_deps - n))
     conn.execute(
-        sa.update(jobs)
-        .where(
-            j.id.in_(sorted(set(dependents))),
-            j.status == JobStatus.WAITING,
-            j.pending_deps <= 0,
-        )
-        .values(status=JobStatus.QUEUED, ready_at=now, not_before=now)
+        _COUNT_DOWN, [{"b_id": i, "b_n": n} for i, n in sorted(Counter(dependents).items())]
     )
+    conn.execute(_RELEASE, {"ids": sorted(set(dependents)), "now": now})
 
 
 def _descendants(conn: Connection, job_ids: Sequence[int]) -> list[int]:

@@ -141,6 +141,23 @@ def insert_workflow(
     return workflow_id
 
 
+def _allocate_job_ids(conn: Connection, n: int) -> list[int]:
+    """Ids for ``n`` new jobs, allocated up front so the insert needs no RETURNING.
+
+    Bulk INSERT ... RETURNING of a million rows spends most of its time building and
+    parsing giant statements; a plain executemany streams. PostgreSQL draws the ids
+    from the table's sequence; SQLite continues after the largest id, which is safe
+    because the caller's write transaction holds SQLite's only write lock.
+    """
+    if conn.dialect.name == "postgresql":
+        query = sa.text(
+            "SELECT nextval(pg_get_serial_sequence('jobs', 'id')) FROM generate_series(1, :n)"
+        )
+        return sorted(int(r[0]) for r in conn.execute(query, {"n": n}))
+    last = conn.execute(sa.select(sa.func.coalesce(sa.func.max(jobs.c.id), 0))).scalar_one()
+    return list(range(last + 1, last + 1 + n))
+
+
 def insert_jobs(
     conn: Connection,
     workflow_id: int,
@@ -178,18 +195,31 @@ def insert_jobs(
             }
             for k, p in enumerate(chunk)
         ]
-        result = conn.execute(
-            sa.insert(jobs).returning(jobs.c.id, sort_by_parameter_order=True), rows
-        )
-        ids.extend(int(r[0]) for r in result)
+        chunk_ids = _allocate_job_ids(conn, len(rows))
+        for row, job_id in zip(rows, chunk_ids, strict=True):
+            row["id"] = job_id
+        _bulk_insert(conn, jobs, rows)
+        ids.extend(chunk_ids)
     deps = [
         {"job_id": ids[k], "upstream_id": ids[u]}
         for k, plan in enumerate(plans)
         for u in plan.upstream
     ]
     for first in range(0, len(deps), batch):
-        conn.execute(sa.insert(job_deps), deps[first : first + batch])
+        _bulk_insert(conn, job_deps, deps[first : first + batch])
     return ids
+
+
+def _bulk_insert(conn: Connection, table: sa.Table, rows: list[dict[str, object]]) -> None:
+    """Insert many rows: COPY on PostgreSQL (one statement, one trigger call), else executemany."""
+    if conn.dialect.name != "postgresql" or len(rows) < 100:
+        conn.execute(sa.insert(table), rows)
+        return
+    columns = list(rows[0])
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    with cursor.copy(f"COPY {table.name} ({', '.join(columns)}) FROM STDIN") as copy:
+        for row in rows:
+            copy.write_row([row[c] for c in columns])
 
 
 def set_task_limits(conn: Connection, limits: Mapping[str, int | None]) -> None:
@@ -292,20 +322,37 @@ def derive_status(counts: Mapping[str, int], current: str) -> str:
     return WorkflowStatus.FAILED
 
 
+_STATUS_AND_COUNTS = (
+    sa.select(
+        workflows.c.id,
+        workflows.c.name,
+        workflows.c.status,
+        workflow_job_counts.c.status.label("job_status"),
+        workflow_job_counts.c.n,
+    )
+    .select_from(
+        workflows.outerjoin(
+            workflow_job_counts, workflow_job_counts.c.workflow_id == workflows.c.id
+        )
+    )
+    .where(workflows.c.id.in_(sa.bindparam("ids", expanding=True)))
+)
+
+
 def refresh_workflow_status(conn: Connection, workflow_ids: Iterable[int], now: float) -> None:
     """Re-derive the stored status of these workflows; record a change as an event."""
     ids = sorted(set(workflow_ids))
     if not ids:
         return
-    counts = job_counts(conn, ids)
-    rows = conn.execute(
-        sa.select(workflows.c.id, workflows.c.name, workflows.c.status).where(
-            workflows.c.id.in_(ids)
-        )
-    ).all()
+    counts: dict[int, dict[str, int]] = {}
+    names: dict[int, tuple[str, str]] = {}
+    for wf_id, name, current, job_status, n in conn.execute(_STATUS_AND_COUNTS, {"ids": ids}):
+        names[wf_id] = (name, current)
+        if job_status is not None and n:
+            counts.setdefault(wf_id, {})[job_status] = int(n)
     changes = []
-    for wf_id, name, current in rows:
-        new = derive_status(counts[wf_id], current)
+    for wf_id, (name, current) in sorted(names.items()):
+        new = derive_status(counts.get(wf_id, {}), current)
         if new == current:
             continue
         values: dict[str, object] = {"status": new}

@@ -1,0 +1,203 @@
+"""RMS/PFS throughput: no-op jobs through a coordinator and 2 nodes, on the real path.
+
+Real path: leases with fencing tokens, worker processes, a log file per job, events,
+a solution id per job, incremental counts. Reported side by side with:
+
+- raw: one process issuing the same claim and completion statements, one job per
+  transaction, same database and durability (the floor of our own SQL);
+- prefect: Prefect 3's default local server on SQLite running the same number of no-op
+  tasks in one flow, when Prefect is installed (`pip install -e .[bench]`).
+
+Latency is dispatch latency (ready → started) at a steady arrival rate of half the
+measured throughput: job i becomes ready at t0 + i / rate.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import sqlalchemy as sa
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import Row, parser, report
+
+from dpct.config import Settings
+from dpct.datamodel import NS_PER_S, DataSpec
+from dpct.processing import LocalCluster
+from dpct.processing import service as processing_service
+from dpct.storage import (
+    Completion,
+    Database,
+    commit_completions,
+    lease_jobs,
+    upgrade,
+)
+from dpct.storage._schema import jobs
+from dpct.testing import postgres_available, postgres_database
+from dpct.workflows import service
+
+DESCRIPTOR = """
+name = "NoopWorkflow"
+version = 1
+data_type = "testing_counts"
+[[steps]]
+name = "noop"
+task = "testing.noop"
+partition = "1s"
+"""
+
+
+def _setup(home: Path, url: str) -> tuple[Settings, Database, dict[str, str]]:
+    settings = Settings(home=home, database_url=url)
+    db = Database(settings.url, sqlite_synchronous=settings.sqlite_synchronous)
+    upgrade(db)
+    home.mkdir(parents=True, exist_ok=True)
+    path = home / "noop.toml"
+    path.write_text(DESCRIPTOR)
+    service.register_descriptor(db, path)
+    env = {
+        "DPCT_HOME": str(home),
+        "DPCT_DATABASE_URL": url,
+        "DPCT_TASK_MODULES": "dpct.testing.tasks",
+    }
+    return settings, db, env
+
+
+def _submit(db: Database, n: int) -> int:
+    return service.submit(db, "NoopWorkflow", DataSpec("testing_counts", 0, n * NS_PER_S))
+
+
+def _schedule(db: Database, wf: int, t0: float, rate: float | None) -> None:
+    """Make job i ready at t0 (+ i/rate): a steady arrival process, set before nodes start."""
+    step = 0.0 if rate is None else 1.0 / rate
+    with db.write() as conn:
+        conn.execute(
+            sa.update(jobs)
+            .where(jobs.c.workflow_id == wf)
+            .values(not_before=t0 + (jobs.c.seq - 1) * step, ready_at=t0 + (jobs.c.seq - 1) * step)
+        )
+
+
+def _times(db: Database, wf: int) -> np.ndarray:
+    with db.read() as conn:
+        rows = conn.execute(
+            sa.select(jobs.c.ready_at, jobs.c.started_at, jobs.c.ended_at, jobs.c.status).where(
+                jobs.c.workflow_id == wf
+            )
+        ).all()
+    assert all(r.status == "SUCCESS" for r in rows), "every job must succeed"
+    return np.array([(r.ready_at, r.started_at, r.ended_at) for r in rows], dtype=float)
+
+
+def _run_cluster(db: Database, env: dict[str, str], wf: int, t0: float, n: int) -> np.ndarray:
+    with LocalCluster(env, nodes=2, slots=2):
+        deadline = time.time() + 600
+        while time.time() < deadline:
+            view = service.workflow(db, wf)
+            if view.counts.get("SUCCESS", 0) == n:
+                break
+            time.sleep(0.2)
+        up = [x.name for x in processing_service.nodes(db) if x.status == "UP"]
+    assert time.time() < deadline, "timed out"
+    assert {"pfs.pr1", "pfs.pr2"} <= set(up)
+    return _times(db, wf)
+
+
+def dpct_case(home: Path, url: str, n: int) -> tuple[float, float, float]:
+    """Throughput (jobs/s), then p50/p99 dispatch latency (ms) at half that rate."""
+    _, db, env = _setup(home, url)
+    wf = _submit(db, n)
+    t0 = time.time() + 6.0  # nodes are up and idle by then
+    _schedule(db, wf, t0, None)
+    times = _run_cluster(db, env, wf, t0, n)
+    throughput = n / (times[:, 2].max() - t0)
+
+    rate = throughput / 2
+    m = max(200, min(n, int(rate * 10)))
+    wf2 = _submit(db, m)
+    t1 = time.time() + 6.0
+    _schedule(db, wf2, t1, rate)
+    times2 = _run_cluster(db, env, wf2, t1, m)
+    latency = (times2[:, 1] - times2[:, 0]) * 1000.0
+    db.dispose()
+    return throughput, float(np.percentile(latency, 50)), float(np.percentile(latency, 99))
+
+
+def raw_case(home: Path, url: str, n: int) -> float:
+    """The same claim and completion statements from one process, one job per transaction."""
+    _, db, _ = _setup(home, url)
+    wf = _submit(db, n)
+    _schedule(db, wf, 0.0, None)
+    start = time.perf_counter()
+    for _ in range(n):
+        with db.write() as conn:
+            (job,) = lease_jobs(conn, node="raw", free_slots=1, now=time.time(), lease_s=30)
+        with db.write() as conn:
+            commit_completions(
+                conn,
+                [Completion(job.id, job.token, "success", task_type="testing.noop")],
+                now=time.time(),
+                retry_backoff_s=1.0,
+            )
+    elapsed = time.perf_counter() - start
+    assert service.workflow(db, wf).counts == {"SUCCESS": n}
+    db.dispose()
+    return n / elapsed
+
+
+def prefect_case(n: int) -> float | None:
+    try:
+        import prefect  # noqa: F401
+    except ImportError:
+        return None
+    from bench_prefect import run_prefect  # type: ignore[import-not-found]
+
+    return run_prefect(n)
+
+
+def main() -> None:
+    args = parser(__doc__.splitlines()[0]).parse_args()
+    n = 2000 if args.quick else 20_000
+    os.environ.setdefault("DPCT_TASK_MODULES", "dpct.testing.tasks")
+    rows: list[Row] = []
+    backends = [("sqlite", None)]
+    if postgres_available():
+        backends.append(("postgresql", "pg"))
+    for case, _ in backends:
+        with tempfile.TemporaryDirectory(prefix="dpct-bench-") as tmp:
+            if case == "sqlite":
+                urls = [f"sqlite:///{tmp}/a.sqlite3", f"sqlite:///{tmp}/b.sqlite3"]
+                homes = [Path(tmp) / "a", Path(tmp) / "b"]
+                throughput, p50, p99 = dpct_case(homes[0], urls[0], n)
+                raw = raw_case(homes[1], urls[1], n)
+            else:
+                with postgres_database() as url_a:
+                    throughput, p50, p99 = dpct_case(Path(tmp) / "a", url_a, n)
+                with postgres_database() as url_b:
+                    raw = raw_case(Path(tmp) / "b", url_b, n)
+        rows += [
+            Row("dpct", case, "throughput", throughput, "jobs/s"),
+            Row("dpct", case, "dispatch latency p50", p50, "ms"),
+            Row("dpct", case, "dispatch latency p99", p99, "ms"),
+            Row("raw", case, "throughput", raw, "jobs/s"),
+        ]
+        print(
+            f"{case}: dpct {throughput:.0f} jobs/s ({throughput / raw:.0%} of raw {raw:.0f}), "
+            f"latency p50 {p50:.1f} ms p99 {p99:.1f} ms",
+            flush=True,
+        )
+    prefect = prefect_case(min(n, 2000))
+    if prefect is not None:
+        rows.append(Row("prefect", "sqlite", "throughput", prefect, "jobs/s"))
+    else:
+        print("prefect: not installed (pip install -e .[bench]); skipped")
+    report("rms_throughput", rows, args.json)
+
+
+if __name__ == "__main__":
+    main()
