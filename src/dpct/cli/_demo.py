@@ -6,9 +6,9 @@ import time
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from dpct.cli._context import database, settings
+from dpct.cli._progress import watch
 from dpct.cli._render import console, status, table, when
 from dpct.datamodel import NS_PER_DAY
 from dpct.errors import DpctError
@@ -17,8 +17,6 @@ from dpct.processing import service as processing_service
 from dpct.processing._local import LocalCluster
 from dpct.storage import upgrade
 from dpct.workflows import obmt_ns_from_unix, service
-
-ENDED = {"SUCCESS", "FAILED", "PARTIALLYSUCCESS", "CANCELLED"}
 
 
 def demo(
@@ -38,8 +36,14 @@ def demo(
     console.print(f"dpct demo: home {s.home}, database {db.url.render_as_string()}, OBMT day {day}")
     first_id = service.submit(db, "DemoIngestAutWorkflow", service.day_spec("demo_raw", day))
     with LocalCluster(nodes=nodes, slots=slots, log_dir=s.home / "logs" / "processes"):
-        _watch(db, first_id, expected=3, timeout=timeout)
-        views = [v for v in service.workflows(db, how_many=50) if v.workflow.id >= first_id]
+        views = watch(
+            db,
+            lambda: [
+                v for v in reversed(service.workflows(db, how_many=50)) if v.workflow.id >= first_id
+            ],
+            expected=3,
+            timeout=timeout,
+        )
         nodes_now = processing_service.nodes(db)
     table(
         "Workflows",
@@ -51,10 +55,10 @@ def demo(
                 status(v.workflow.status),
                 v.workflow.persistence_id,
                 v.workflow.n_jobs,
-                v.workflow.spec.text,
+                v.workflow.spec.short,
                 v.workflow.trigger,
             )
-            for v in reversed(views)
+            for v in views
         ),
     )
     table(
@@ -71,30 +75,3 @@ def demo(
         "[green]demo succeeded[/]: try `dpct workflow list`, `dpct job list ID`, "
         "`dpct events`, `dpct lineage SOLUTIONID`"
     )
-
-
-def _watch(db, first_id: int, *, expected: int, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-    )
-    with Progress(*columns, console=console) as progress:
-        bar = progress.add_task("jobs", total=None)
-        while time.monotonic() < deadline:
-            views = [v for v in service.workflows(db, how_many=50) if v.workflow.id >= first_id]
-            total = sum(v.workflow.n_jobs for v in views)
-            done = sum(
-                n
-                for v in views
-                for k, n in v.counts.items()
-                if k in {"SUCCESS", "SKIPPED", "FAILED", "UPSTREAM_FAILED", "CANCELLED"}
-            )
-            names = ", ".join(f"{v.workflow.name}:{v.workflow.status}" for v in reversed(views))
-            progress.update(bar, total=total, completed=done, description=f"jobs [{names}]")
-            if len(views) >= expected and all(v.workflow.status in ENDED for v in views):
-                return
-            time.sleep(0.3)
-    raise DpctError(f"demo timed out after {timeout:g} s; see `dpct workflow list`")

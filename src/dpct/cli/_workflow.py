@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from dpct.cli._context import database
+from dpct.cli._progress import watch
 from dpct.cli._render import console, emit_json, status, table, when
 from dpct.datamodel import DataSpec, parse_duration_ns
 from dpct.errors import DpctError
@@ -56,13 +57,16 @@ def submit(
     version: Annotated[
         int | None, typer.Option(help="Descriptor version (default latest).")
     ] = None,
+    wait: Annotated[bool, typer.Option("--wait", help="Show progress until it ends.")] = False,
     as_json: Json = False,
 ) -> None:
-    """Start a workflow over a DataSpec."""
+    """Start a workflow over a DataSpec (the coordinator and nodes run it)."""
     db = database()
     descriptor = service.descriptor_of(service.get_descriptor(db, name, version))
     spec = _spec(descriptor.data_type, day, days, start, end)
     wf = service.submit(db, name, spec, priority=priority, version=version)
+    if wait and not as_json:
+        watch(db, lambda: [service.workflow(db, wf)])
     view = service.workflow(db, wf)
     if as_json:
         emit_json(view)
@@ -108,7 +112,7 @@ def list_(
                 v.workflow.run_id,
                 v.workflow.transfer_id,
                 _counts(v.counts),
-                v.workflow.spec.text,
+                v.workflow.spec.short,
                 when(v.workflow.started_at),
                 when(v.workflow.ended_at),
             )
@@ -168,7 +172,7 @@ def _job_table(jobs, title: str) -> None:
                 status(j.status),
                 j.solution_id,
                 "log" if j.log_path else "",
-                j.spec.text,
+                j.spec.short,
                 j.task_type,
                 j.priority,
                 f"{j.attempts}/{j.max_attempts}",

@@ -41,6 +41,11 @@ def day_of(obmt_ns: int) -> int:
     return obmt_ns // NS_PER_DAY
 
 
+def _clock(ns_of_day: int) -> str:
+    s = ns_of_day // NS_PER_S
+    return f"{s // 3600:02d}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
 @dataclass(frozen=True, slots=True)
 class DataSpec:
     """A half-open OBMT interval ``[start_ns, end_ns)`` of one data type.
@@ -99,6 +104,30 @@ class DataSpec:
         if self.duration_ns % NS_PER_DAY == 0 and self.start_ns % NS_PER_DAY == 0:
             first, days = day_of(self.start_ns), self.duration_ns // NS_PER_DAY
             parts.append(f"day {first}" if days == 1 else f"days {first}-{first + days - 1}")
+        if self.ccd is not None:
+            parts.append(f"ccd={self.ccd}")
+        if self.fov is not None:
+            parts.append(f"fov={self.fov}")
+        return " ".join(parts)
+
+    @property
+    def short(self) -> str:
+        """A compact form for tables: days when day-aligned, else the interval."""
+        if self.duration_ns % NS_PER_DAY == 0 and self.start_ns % NS_PER_DAY == 0:
+            first, days = day_of(self.start_ns), self.duration_ns // NS_PER_DAY
+            parts = [
+                self.data_type,
+                f"day {first}" if days == 1 else f"days {first}-{first + days - 1}",
+            ]
+        elif day_of(self.start_ns) == day_of(self.end_ns - 1) and self.start_ns % NS_PER_S == 0:
+            day = day_of(self.start_ns)
+            parts = [
+                self.data_type,
+                f"day {day} {_clock(self.start_ns - day * NS_PER_DAY)}"
+                f"-{_clock(self.end_ns - day * NS_PER_DAY)}",
+            ]
+        else:
+            parts = [f"{self.data_type} [{self.start_ns}, {self.end_ns})"]
         if self.ccd is not None:
             parts.append(f"ccd={self.ccd}")
         if self.fov is not None:
