@@ -94,8 +94,10 @@ def _times(db: Database, wf: int) -> np.ndarray:
     return np.array([(r.ready_at, r.started_at, r.ended_at) for r in rows], dtype=float)
 
 
-def _run_cluster(db: Database, env: dict[str, str], wf: int, t0: float, n: int) -> np.ndarray:
-    with LocalCluster(env, nodes=2, slots=2):
+def _run_cluster(
+    db: Database, env: dict[str, str], wf: int, n: int, nodes: int, slots: int
+) -> np.ndarray:
+    with LocalCluster(env, nodes=nodes, slots=slots):
         deadline = time.time() + 600
         while time.time() < deadline:
             view = service.workflow(db, wf)
@@ -104,17 +106,17 @@ def _run_cluster(db: Database, env: dict[str, str], wf: int, t0: float, n: int) 
             time.sleep(0.2)
         up = [x.name for x in processing_service.nodes(db) if x.status == "UP"]
     assert time.time() < deadline, "timed out"
-    assert {"pfs.pr1", "pfs.pr2"} <= set(up)
+    assert {f"pfs.pr{k}" for k in range(1, nodes + 1)} <= set(up), up
     return _times(db, wf)
 
 
-def dpct_case(home: Path, url: str, n: int) -> tuple[float, float, float]:
+def dpct_case(home: Path, url: str, n: int, nodes: int, slots: int) -> tuple[float, float, float]:
     """Throughput (jobs/s), then p50/p99 dispatch latency (ms) at half that rate."""
     _, db, env = _setup(home, url)
     wf = _submit(db, n)
     t0 = time.time() + 6.0  # nodes are up and idle by then
     _schedule(db, wf, t0, None)
-    times = _run_cluster(db, env, wf, t0, n)
+    times = _run_cluster(db, env, wf, n, nodes, slots)
     throughput = n / (times[:, 2].max() - t0)
 
     rate = throughput / 2
@@ -122,7 +124,7 @@ def dpct_case(home: Path, url: str, n: int) -> tuple[float, float, float]:
     wf2 = _submit(db, m)
     t1 = time.time() + 6.0
     _schedule(db, wf2, t1, rate)
-    times2 = _run_cluster(db, env, wf2, t1, m)
+    times2 = _run_cluster(db, env, wf2, m, nodes, slots)
     latency = (times2[:, 1] - times2[:, 0]) * 1000.0
     db.dispose()
     return throughput, float(np.percentile(latency, 50)), float(np.percentile(latency, 99))
@@ -150,18 +152,31 @@ def raw_case(home: Path, url: str, n: int) -> float:
     return n / elapsed
 
 
-def prefect_case(n: int) -> float | None:
-    try:
-        import prefect  # noqa: F401
-    except ImportError:
-        return None
-    from bench_prefect import run_prefect  # type: ignore[import-not-found]
+def prefect_case(n: int, python: str | None) -> float | None:
+    """Prefect's figure from bench/_prefect_noop.py, run by a Python that has Prefect."""
+    import importlib.util
+    import subprocess
 
-    return run_prefect(n)
+    if python is None:
+        if importlib.util.find_spec("prefect") is None:
+            return None
+        python = sys.executable
+    out = subprocess.run(
+        [python, str(Path(__file__).with_name("_prefect_noop.py")), str(n)],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        check=True,
+    ).stdout
+    return float(out.strip().splitlines()[-1].split()[-1])
 
 
 def main() -> None:
-    args = parser(__doc__.splitlines()[0]).parse_args()
+    p = parser(__doc__.splitlines()[0])
+    p.add_argument("--prefect-python", help="a Python with Prefect 3 (default: this one)")
+    p.add_argument("--nodes", type=int, default=2)
+    p.add_argument("--slots", type=int, default=4, help="slots per node")
+    args = p.parse_args()
     n = 2000 if args.quick else 20_000
     os.environ.setdefault("DPCT_TASK_MODULES", "dpct.testing.tasks")
     rows: list[Row] = []
@@ -169,15 +184,17 @@ def main() -> None:
     if postgres_available():
         backends.append(("postgresql", "pg"))
     for case, _ in backends:
-        with tempfile.TemporaryDirectory(prefix="dpct-bench-") as tmp:
+        with tempfile.TemporaryDirectory(prefix="dpct-bench-", dir=Path.cwd()) as tmp:
             if case == "sqlite":
                 urls = [f"sqlite:///{tmp}/a.sqlite3", f"sqlite:///{tmp}/b.sqlite3"]
                 homes = [Path(tmp) / "a", Path(tmp) / "b"]
-                throughput, p50, p99 = dpct_case(homes[0], urls[0], n)
+                throughput, p50, p99 = dpct_case(homes[0], urls[0], n, args.nodes, args.slots)
                 raw = raw_case(homes[1], urls[1], n)
             else:
                 with postgres_database() as url_a:
-                    throughput, p50, p99 = dpct_case(Path(tmp) / "a", url_a, n)
+                    throughput, p50, p99 = dpct_case(
+                        Path(tmp) / "a", url_a, n, args.nodes, args.slots
+                    )
                 with postgres_database() as url_b:
                     raw = raw_case(Path(tmp) / "b", url_b, n)
         rows += [
@@ -191,7 +208,7 @@ def main() -> None:
             f"latency p50 {p50:.1f} ms p99 {p99:.1f} ms",
             flush=True,
         )
-    prefect = prefect_case(min(n, 2000))
+    prefect = prefect_case(2000, args.prefect_python)
     if prefect is not None:
         rows.append(Row("prefect", "sqlite", "throughput", prefect, "jobs/s"))
     else:

@@ -215,3 +215,17 @@ def test_concurrency_limit_and_plugin_task_across_nodes(
     assert list(doubled) == list(2 * source + 1.0)
     lineage = service.solution_lineage(db, double.solution_id)
     assert lineage.ancestors == [make.solution_id]
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_priority_change_reorders_starts_on_a_real_node(
+    db: Database, settings: Settings, env: dict[str, str], tmp_path: Path
+) -> None:
+    register(db, tmp_path, "P", [{"name": "n", "task": "testing.noop", "partition": "6h"}])
+    first = service.submit(db, "P", service.day_spec("testing_counts", DAY))
+    second = service.submit(db, "P", service.day_spec("testing_counts", DAY + 1))
+    service.change_priority(db, second, 7)
+    with LocalCluster(env, nodes=1, slots=1, coordinator=False):
+        wait_for(lambda: _ended(db, first) and _ended(db, second), what="both workflows end")
+    jobs = sorted(_jobs(db, first) + _jobs(db, second), key=lambda j: j.started_at)
+    assert [j.workflow_id for j in jobs] == [second] * 4 + [first] * 4
