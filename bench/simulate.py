@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         ("bam_images", r["bam_images"], "images"),
         ("gsr_observations", r["gsr_observations"], "rows"),
         ("bam_rate", r["bam_images"] / r["wall_s"], "images/s"),
-        ("tables_in_memory_total", r["table_mib"], "MiB"),
+        ("tables_streamed_total", r["table_mib"], "MiB"),
         ("peak_rss_main", r["peak_rss_main_mib"], "MiB"),
         ("peak_rss_worker", r["peak_rss_worker_mib"], "MiB"),
         ("peak_rss_bound", r["peak_rss_bound_mib"], "MiB"),

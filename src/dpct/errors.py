@@ -26,6 +26,12 @@ class ConfigError(DpctError):
     exit_code = 2
 
 
+class BadInput(DpctError, ValueError):
+    """The input is invalid."""
+
+    exit_code = 2
+
+
 class NotFound(DpctError):
     """The object was not found."""
 
@@ -93,6 +99,12 @@ class UnknownDataType(DpctError):
 
 class SchemaMismatch(DpctError):
     """A table does not match its registered data type."""
+
+    exit_code = 2
+
+
+class ContractError(DpctError):
+    """A task broke the task-type contract (undeclared output, wrong schema); not retried."""
 
     exit_code = 2
 

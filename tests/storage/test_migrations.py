@@ -7,7 +7,7 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
-from dpct.errors import DatabaseUnreachable, SchemaOutdated
+from dpct.errors import DatabaseUnreachable, SchemaOutdated, StorageError
 from dpct.storage import Database, downgrade, head_revision, upgrade
 from dpct.storage._schema import metadata
 
@@ -56,7 +56,15 @@ def test_empty_or_old_schema_says_to_upgrade(db_url: str) -> None:
     upgrade(db)
     with db.write() as conn:
         conn.exec_driver_sql("UPDATE alembic_version SET version_num = '0000'")
-    with pytest.raises(SchemaOutdated, match=r"at revision 0000.*run `dpct db upgrade`"):
+    with pytest.raises(StorageError, match=r"at schema revision '0000', which this dpct does not"):
+        db.check_schema()
+    with pytest.raises(StorageError, match="refusing to migrate it"):
+        upgrade(db)
+    downgrade_to_base = Database(db_url)
+    with downgrade_to_base.write() as conn:
+        conn.exec_driver_sql(f"UPDATE alembic_version SET version_num = '{head_revision()}'")
+    downgrade(downgrade_to_base, "base")
+    with pytest.raises(SchemaOutdated, match=r"is empty, this dpct needs revision"):
         db.check_schema()
 
 

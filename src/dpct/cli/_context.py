@@ -21,9 +21,10 @@ def settings() -> Settings:
         raise ConfigError(f"DPCT_{field.upper()}: {first['msg']}") from err
 
 
-def database(*, check_schema: bool = True) -> Database:
+def database(*, check_schema: bool = True, create: bool = False) -> Database:
+    """The database; only creating commands (``db upgrade``, ``demo``) may create its file."""
     s = settings()
-    db = Database(s.url, sqlite_synchronous=s.sqlite_synchronous)
+    db = Database(s.url, sqlite_synchronous=s.sqlite_synchronous, create=create)
     if check_schema:
         db.check_schema()
     return db

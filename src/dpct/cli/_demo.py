@@ -6,6 +6,7 @@ import time
 from typing import Annotated
 
 import typer
+from rich.text import Text
 
 from dpct.cli._context import database, settings
 from dpct.cli._progress import watch
@@ -27,7 +28,7 @@ def demo(
 ) -> None:
     """Run the demo chain (ingest → daily processing → report) with real nodes."""
     s = settings()
-    db = database(check_schema=False)
+    db = database(check_schema=False, create=True)
     upgrade(db)
     for path in sorted(WORKFLOWS.glob("*.toml")):
         service.register_descriptor(db, path)
@@ -72,6 +73,9 @@ def demo(
             f"demo did not succeed: {[(v.workflow.name, v.workflow.status) for v in bad]}"
         )
     console.print(
-        "[green]demo succeeded[/]: try `dpct workflow list`, `dpct job list ID`, "
-        "`dpct events`, `dpct lineage SOLUTIONID`"
+        Text.assemble(
+            ("demo succeeded", "green"),
+            ": try `dpct workflow list`, `dpct job list ID`, `dpct events`, "
+            "`dpct lineage SOLUTIONID`",
+        )
     )

@@ -27,7 +27,7 @@ Json = Annotated[bool, typer.Option("--json", help="Print JSON instead of a tabl
 def db_upgrade(revision: str = "head") -> None:
     """Create or migrate the database to this dpct's schema."""
     s = settings()
-    db = database(check_schema=False)
+    db = database(check_schema=False, create=True)
     before = _revision(db)
     after = upgrade(db, revision)
     where = db.url.render_as_string()

@@ -11,9 +11,12 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 # Piped output (logs, files) gets a wide fixed width instead of Rich's 80 columns.
-console = Console(width=None if sys.stdout.isatty() else 200)
+# Markup is off: what we print comes from the database and from tasks, and "[x]" in
+# it must print as written; colour goes through Text objects instead.
+console = Console(width=None if sys.stdout.isatty() else 200, markup=False)
 err_console = Console(stderr=True)
 
 STATUS_STYLE = {
@@ -38,9 +41,8 @@ def when(t: float | None) -> str:
     return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def status(text: str) -> str:
-    style = STATUS_STYLE.get(text)
-    return f"[{style}]{text}[/]" if style else text
+def status(text: str) -> Text:
+    return Text(text, style=STATUS_STYLE.get(text, ""))
 
 
 def table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
@@ -48,7 +50,8 @@ def table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> 
     for column in columns:
         t.add_column(column)
     for row in rows:
-        t.add_row(*("" if v is None else str(v) for v in row))
+        # Cells are text, never markup: a task's error may contain "[/]".
+        t.add_row(*(v if isinstance(v, Text) else Text("" if v is None else str(v)) for v in row))
     console.print(t)
 
 

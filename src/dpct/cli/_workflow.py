@@ -6,12 +6,13 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.text import Text
 
 from dpct.cli._context import database
 from dpct.cli._progress import watch
 from dpct.cli._render import console, emit_json, status, table, when
 from dpct.datamodel import DataSpec, parse_duration_ns
-from dpct.errors import DpctError
+from dpct.errors import BadInput
 from dpct.storage import JobStatus
 from dpct.workflows import service
 
@@ -27,7 +28,7 @@ def _spec(
     if day is not None:
         return service.day_spec(data_type, day, day + days - 1)
     if start is None or end is None:
-        raise DpctError("give the data to process: --day N [--days K], or --start and --end")
+        raise BadInput("give the data to process: --day N [--days K], or --start and --end")
     return DataSpec(data_type, parse_duration_ns(start), parse_duration_ns(end))
 
 
@@ -144,8 +145,13 @@ def show(
         return
     w = view.workflow
     console.print(
-        f"[bold]{w.name}[/] ID {w.id} {status(w.status)} PERSISTENCEID {w.persistence_id} "
-        f"priority {w.priority} trigger '{w.trigger}'\n{w.spec.text}\njobs: {_counts(view.counts)}"
+        Text.assemble(
+            (w.name, "bold"),
+            f" ID {w.id} ",
+            status(w.status),
+            f" PERSISTENCEID {w.persistence_id} priority {w.priority} trigger '{w.trigger}'\n"
+            f"{w.spec.text}\njobs: {_counts(view.counts)}",
+        )
     )
     _job_table(jobs, title=f"Jobs (page {page})")
 
@@ -248,7 +254,7 @@ def job_list(
 ) -> None:
     """Jobs of a workflow."""
     if status_ and status_ not in JobStatus.__members__:
-        raise DpctError(f"unknown job status {status_!r}; use one of {', '.join(JobStatus)}")
+        raise BadInput(f"unknown job status {status_!r}; use one of {', '.join(JobStatus)}")
     jobs = service.jobs(database(), workflow_id, page=page, page_size=page_size, status=status_)
     if as_json:
         emit_json(jobs)
@@ -266,7 +272,7 @@ def job_show(job_id: int, as_json: Json = False) -> None:
     _job_table([job], title=f"Job {job_id}")
     console.print(f"step {job.step}; params {job.params}; depends on {upstream or 'nothing'}")
     if job.error_class:
-        console.print(f"[red]{job.error_class}[/]: {job.error_message}")
+        console.print(Text.assemble((job.error_class, "red"), f": {job.error_message}"))
     if job.log_path:
         console.print(f"log: {job.log_path}")
 

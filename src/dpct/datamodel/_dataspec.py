@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, replace
 
+from dpct.errors import BadInput
+
 NS_PER_S = 1_000_000_000
 NS_PER_DAY = 86_400 * NS_PER_S
 
@@ -30,7 +32,7 @@ def parse_duration_ns(text: str | int) -> int:
         return int(stripped)
     match = _DURATION.match(stripped)
     if not match:
-        raise ValueError(
+        raise BadInput(
             f"cannot read {text!r} as a duration; use a number with a unit: ns us ms s m h d"
         )
     return round(float(match.group(1)) * _UNIT_NS[match.group(2)])
@@ -61,7 +63,7 @@ class DataSpec:
 
     def __post_init__(self) -> None:
         if self.end_ns <= self.start_ns:
-            raise ValueError(
+            raise BadInput(
                 f"DataSpec for {self.data_type!r} has an empty interval "
                 f"[{self.start_ns}, {self.end_ns}): end must be after start"
             )
@@ -88,7 +90,7 @@ class DataSpec:
     def split(self, chunk_ns: int) -> list[DataSpec]:
         """Chunks aligned to multiples of ``chunk_ns`` from OBMT zero (days stay days)."""
         if chunk_ns <= 0:
-            raise ValueError(f"chunk length must be positive, got {chunk_ns} ns")
+            raise BadInput(f"chunk length must be positive, got {chunk_ns} ns")
         parts = []
         start = self.start_ns
         while start < self.end_ns:

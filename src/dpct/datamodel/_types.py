@@ -104,6 +104,12 @@ class DataType:
         for column in self.columns:
             array = table.column(column.name)
             if array.type != column.arrow_type:
+                if not _widens(array.type, column.arrow_type):
+                    raise SchemaMismatch(
+                        f"data type {self.name!r} v{self.version}: column {column.name!r} "
+                        f"is {array.type}, expected {column.arrow_type} (converting it could "
+                        f"lose information){place}"
+                    )
                 try:
                     array = array.cast(column.arrow_type, safe=True)
                 except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:
@@ -116,6 +122,30 @@ class DataType:
 
     def empty(self) -> pa.Table:
         return self.schema.empty_table()
+
+
+def _widens(source: pa.DataType, target: pa.DataType) -> bool:
+    """True when a cast can only succeed exactly (or fail loudly), never round.
+
+    Integer to integer casts are allowed because Arrow's safe cast checks every value
+    for overflow; float narrowing, string parsing and int → bool would silently change
+    values, so they are refused.
+    """
+    t = pa.types
+    if t.is_null(source):
+        return True
+    if t.is_integer(source) and t.is_integer(target):
+        return True
+    if t.is_integer(source) and t.is_floating(target):
+        mantissa = {16: 11, 32: 24, 64: 53}[target.bit_width]
+        return source.bit_width < mantissa
+    if t.is_floating(source) and t.is_floating(target):
+        return target.bit_width >= source.bit_width
+    if t.is_list(source) and t.is_list(target):
+        return _widens(source.value_type, target.value_type)
+    return (t.is_string(source) or t.is_large_string(source)) and (
+        t.is_string(target) or t.is_large_string(target)
+    )
 
 
 class DataTypeRegistry:

@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 
-from dpct.errors import DatabaseUnreachable, SchemaOutdated, StorageError
+from dpct.errors import ConfigError, DatabaseUnreachable, SchemaOutdated, StorageError
 
 T = TypeVar("T")
 
@@ -41,14 +41,39 @@ class Database:
         corrupts the file. ``FULL`` also survives a power cut, at one fsync per commit.
     """
 
-    def __init__(self, url: str, *, sqlite_synchronous: str = "NORMAL") -> None:
-        self.url = sa.make_url(url)
-        self.is_sqlite = self.url.get_backend_name() == "sqlite"
-        self.is_postgresql = self.url.get_backend_name() == "postgresql"
+    def __init__(
+        self, url: str, *, sqlite_synchronous: str = "NORMAL", create: bool = True
+    ) -> None:
+        try:
+            self.url = sa.make_url(url)
+        except sa.exc.ArgumentError as err:
+            raise ConfigError(
+                f"DPCT_DATABASE_URL {url!r} is not a database URL; use e.g. "
+                "postgresql://user@host/dbname, or leave it unset for SQLite in DPCT_HOME"
+            ) from err
+        backend = self.url.get_backend_name()
+        if backend not in ("sqlite", "postgresql"):
+            raise ConfigError(
+                f"database backend {backend!r} is not supported; use SQLite or PostgreSQL"
+            )
+        self.is_sqlite = backend == "sqlite"
+        self.is_postgresql = backend == "postgresql"
         if self.is_sqlite:
             database = self.url.database or ""
             if database and database != ":memory:":
-                Path(database).parent.mkdir(parents=True, exist_ok=True)
+                path = Path(database)
+                if not create and not path.exists():
+                    raise SchemaOutdated(
+                        f"there is no metadata database at {path}; check DPCT_HOME, or "
+                        "create it with `dpct db upgrade`"
+                    )
+                try:
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                except OSError as err:
+                    raise ConfigError(
+                        f"cannot create the folder of the SQLite database {path}: "
+                        f"{err.strerror}; check DPCT_HOME"
+                    ) from err
             self.engine = sa.create_engine(self.url, connect_args={"timeout": 60.0})
             _configure_sqlite(self.engine, sqlite_synchronous)
         else:
@@ -108,11 +133,17 @@ class Database:
 
     def check_schema(self) -> None:
         """Raise SchemaOutdated unless the database is at this dpct's schema head."""
-        from dpct.storage._migrate import current_revision, head_revision
+        from dpct.storage._migrate import current_revision, head_revision, known_revision
 
         with self.read() as conn:
             current = current_revision(conn)
         head = head_revision()
+        if current is not None and not known_revision(current):
+            raise StorageError(
+                f"the metadata database {self.url.render_as_string()} is at schema revision "
+                f"{current!r}, which this dpct does not know: it was made by a newer dpct, or "
+                "is not a dpct database; upgrade dpct or point DPCT_DATABASE_URL elsewhere"
+            )
         if current != head:
             state = "empty" if current is None else f"at revision {current}"
             raise SchemaOutdated(

@@ -8,8 +8,10 @@ import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
+from alembic.util.exc import CommandError
 from sqlalchemy.engine import Connection
 
+from dpct.errors import StorageError
 from dpct.storage._database import Database
 
 MIGRATIONS = Path(__file__).with_name("migrations")
@@ -36,14 +38,32 @@ def current_revision(conn: Connection) -> str | None:
     return conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
 
 
+def known_revision(revision: str) -> bool:
+    try:
+        return ScriptDirectory.from_config(_config()).get_revision(revision) is not None
+    except CommandError:
+        return False
+
+
 def upgrade(db: Database, revision: str = "head") -> str:
     """Migrate the database to ``revision``; returns the revision it ends at."""
-    with db.write() as conn:
-        command.upgrade(_config(conn), revision)
-        return current_revision(conn) or "base"
+    return _migrate(db, command.upgrade, revision)
 
 
 def downgrade(db: Database, revision: str) -> str:
+    return _migrate(db, command.downgrade, revision)
+
+
+def _migrate(db: Database, step, revision: str) -> str:
     with db.write() as conn:
-        command.downgrade(_config(conn), revision)
+        current = current_revision(conn)
+        if current is not None and not known_revision(current):
+            raise StorageError(
+                f"the database is at schema revision {current!r}, which this dpct does not "
+                "know (made by a newer dpct?); refusing to migrate it"
+            )
+        try:
+            step(_config(conn), revision)
+        except CommandError as err:
+            raise StorageError(f"cannot migrate to {revision!r}: {err}") from err
         return current_revision(conn) or "base"

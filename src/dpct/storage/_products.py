@@ -28,6 +28,14 @@ def product_path(root: Path, spec: DataSpec, tag: str) -> Path:
     return root / spec.data_type / f"day={day_of(spec.start_ns)}" / f"{name}_{tag}.parquet"
 
 
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as f:
@@ -43,7 +51,10 @@ def write_product(table: pa.Table, spec: DataSpec, path: Path, *, name: str = ""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     pq.write_table(table, tmp, compression="zstd")
+    # Durable before it is registered: the database row must never outlive the bytes.
+    _fsync(tmp)
     os.replace(tmp, path)
+    _fsync(path.parent)
     return OutputFile(
         name=name or spec.data_type,
         data_type=spec.data_type,

@@ -20,7 +20,14 @@ class TransientError(TaskFailure):
 
 
 _NO_RETRY = frozenset(
-    {"PermanentTaskError", "SchemaMismatch", "UnknownTaskType", "UnknownDataType", "ParameterError"}
+    {
+        "PermanentTaskError",
+        "SchemaMismatch",
+        "ContractError",
+        "UnknownTaskType",
+        "UnknownDataType",
+        "ParameterError",
+    }
 )
 
 

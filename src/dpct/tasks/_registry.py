@@ -22,7 +22,7 @@ import pyarrow as pa
 from pydantic import BaseModel, ValidationError
 
 from dpct.datamodel import DATA_TYPES, DataSpec
-from dpct.errors import DpctError, UnknownTaskType
+from dpct.errors import ContractError, DpctError, UnknownTaskType
 
 INJECTABLE = frozenset({"config", "spec", "log", "scratch"})
 """Arguments the framework passes when a task function asks for them by name.
@@ -84,14 +84,14 @@ class TaskType:
             result = {}
         if isinstance(result, pa.Table):
             if len(self.outputs) != 1:
-                raise DpctError(
+                raise ContractError(
                     f"task type {self.name!r} returned one table but declares "
                     f"{len(self.outputs)} outputs; return a dict by output name"
                 )
             result = {next(iter(self.outputs)): result}
         unknown = set(result) - set(self.outputs)
         if unknown:
-            raise DpctError(
+            raise ContractError(
                 f"task type {self.name!r} returned undeclared output(s) {sorted(unknown)}"
             )
         return {

@@ -44,10 +44,18 @@ class TriggerSpec(BaseModel):
     interval: str = "1d"
     ccds: list[int] | None = None
 
-    @field_validator("span", "lag", "interval")
+    @field_validator("span", "interval")
     @classmethod
-    def _duration(cls, value: str) -> str:
-        parse_duration_ns(value)
+    def _positive(cls, value: str) -> str:
+        if parse_duration_ns(value) <= 0:
+            raise ValueError(f"{value!r} must be a positive duration")
+        return value
+
+    @field_validator("lag")
+    @classmethod
+    def _not_negative(cls, value: str) -> str:
+        if parse_duration_ns(value) < 0:
+            raise ValueError(f"{value!r} must not be negative")
         return value
 
     @field_validator("cron")
@@ -79,8 +87,8 @@ class StepSpec(BaseModel):
     @field_validator("partition")
     @classmethod
     def _partition(cls, value: str) -> str:
-        if value not in ("one", "day"):
-            parse_duration_ns(value)
+        if value not in ("one", "day") and parse_duration_ns(value) <= 0:
+            raise ValueError(f"{value!r} must be 'one', 'day' or a positive duration")
         return value
 
 

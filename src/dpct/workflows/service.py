@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dpct.datamodel import NS_PER_DAY, DataSpec
-from dpct.errors import InvalidState, NotFound
+from dpct.errors import BadInput, InvalidState, NotFound
 from dpct.storage import (
     Database,
     DescriptorRow,
@@ -175,7 +175,7 @@ def backfill(
     same descriptor already started a workflow for it; ``force`` starts one anyway.
     """
     if last_day < first_day:
-        raise ValueError(f"backfill range is empty: day {first_day} to day {last_day}")
+        raise BadInput(f"backfill range is empty: day {first_day} to day {last_day}")
     row = get_descriptor(db, name)
     descriptor = descriptor_of(row)
     started: list[int] = []
