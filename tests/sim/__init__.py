@@ -1,0 +1,1 @@
+"""Tests of dpct.sim, the mission simulator."""
