@@ -475,3 +475,9 @@ def test_demo_end_to_end(cli: Cli, settings: Settings) -> None:
         assert (settings.home / "logs" / f"workflow-{by_name['DemoReportAutWorkflow']}").is_dir()
     finally:
         db.dispose()
+    # The datasets listing shows every registered product, and the files are there.
+    listed = cli.json("datasets", "--limit", "1000")
+    assert sum(1 for d in listed if d["spec"]["data_type"] == "demo_raw") == 12
+    report_ds = [d for d in listed if d["spec"]["data_type"] == "demo_report"]
+    assert len(report_ds) == 1 and report_ds[0]["solution_id"] == report.solution_id
+    assert all(Path(d["location"]).stat().st_size == d["bytes"] for d in listed)

@@ -8,7 +8,7 @@ import typer
 from rich.markup import escape
 
 from dpct.cli._demo import demo
-from dpct.cli._ops import coordinator_app, db_app, events, lineage, node_app, tasks
+from dpct.cli._ops import coordinator_app, datasets, db_app, events, lineage, node_app, tasks
 from dpct.cli._render import err_console
 from dpct.cli._workflow import job_app, workflow_app
 from dpct.errors import DpctError
@@ -27,6 +27,7 @@ app.add_typer(coordinator_app, name="coordinator")
 app.command("lineage")(lineage)
 app.command("events")(events)
 app.command("tasks")(tasks)
+app.command("datasets")(datasets)
 app.command("demo")(demo)
 
 

@@ -13,6 +13,7 @@ from dpct.events import service as event_service
 from dpct.processing import Coordinator, Node
 from dpct.processing import service as processing_service
 from dpct.storage import current_revision, downgrade, head_revision, upgrade
+from dpct.storage import service as storage_service
 from dpct.tasks import TASK_TYPES
 from dpct.workflows import service
 
@@ -164,6 +165,48 @@ def events(
         (
             (e.id, when(e.time), e.subsystem, e.kind, f"{e.object_type} {e.object_id}", e.message)
             for e in rows
+        ),
+    )
+
+
+def datasets(
+    data_type: Annotated[str | None, typer.Option("--type", help="Only this data type.")] = None,
+    limit: Annotated[int, typer.Option("--limit", "-n")] = 50,
+    as_json: Json = False,
+) -> None:
+    """Registered product datasets, newest first."""
+    rows = storage_service.datasets(database(), data_type=data_type, limit=limit)
+    if as_json:
+        emit_json(rows)
+        return
+    table(
+        "Datasets",
+        [
+            "ID",
+            "TYPE",
+            "DATASPEC",
+            "ROWS",
+            "BYTES",
+            "SOLUTIONID",
+            "STATE",
+            "JOBID",
+            "CREATED",
+            "LOCATION",
+        ],
+        (
+            (
+                d.id,
+                d.spec.data_type,
+                d.spec.short,
+                d.rows,
+                d.bytes,
+                d.solution_id,
+                status(d.state),
+                d.job_id,
+                when(d.created_at),
+                d.location,
+            )
+            for d in rows
         ),
     )
 

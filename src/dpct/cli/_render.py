@@ -32,6 +32,8 @@ STATUS_STYLE = {
     "UPSTREAM_FAILED": "red",
     "DOWN": "red",
     "CANCELLED": "magenta",
+    "AVAILABLE": "green",
+    "RETRACTED": "red",
 }
 
 
