@@ -18,6 +18,7 @@ from multiprocessing.connection import Connection
 from dpct.processing._assignment import Assignment, run_assignment
 
 _CTX = mp.get_context("spawn")
+WORKER_NICENESS = 5
 
 
 def _watch_parent(parent_pid: int) -> None:
@@ -29,6 +30,10 @@ def _watch_parent(parent_pid: int) -> None:
 
 
 def worker_main(conn: Connection, parent_pid: int) -> None:
+    # A little less CPU priority than the node: handing a job to a worker then wakes it
+    # without preempting the node, whose loop (heartbeats, leases) must stay responsive.
+    with contextlib.suppress(OSError):
+        os.nice(WORKER_NICENESS)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # SIGTERM is meant for the node, which decides whether to drain; ignore it here.
     signal.signal(signal.SIGTERM, signal.SIG_IGN)

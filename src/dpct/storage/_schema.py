@@ -150,7 +150,9 @@ jobs = sa.Table(
     sa.Column("error_message", sa.Text),
     sa.UniqueConstraint("workflow_id", "seq"),
     sa.Index(None, "workflow_id", "status", "id"),
-    sa.Index(None, "status", "priority", "id"),
+    # Leasing reads QUEUED jobs by priority (high first), then id (oldest first): the
+    # index must match that mixed order, or every lease sorts the whole queue.
+    sa.Index("ix_jobs_queue", "status", sa.desc("priority"), "id"),
 )
 
 job_deps = sa.Table(

@@ -238,9 +238,6 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("jobs", schema=None) as batch_op:
         batch_op.create_index(
-            batch_op.f("ix_jobs_status_priority_id"), ["status", "priority", "id"], unique=False
-        )
-        batch_op.create_index(
             batch_op.f("ix_jobs_workflow_id_status_id"),
             ["workflow_id", "status", "id"],
             unique=False,
@@ -303,11 +300,14 @@ def upgrade() -> None:
     with op.batch_alter_table("job_deps", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_job_deps_upstream_id"), ["upstream_id"], unique=False)
 
+    # Expression index (priority DESC): autogenerate cannot compare it, so it is here.
+    op.execute("CREATE INDEX ix_jobs_queue ON jobs (status, priority DESC, id)")
     _create_count_triggers()
 
 
 def downgrade() -> None:
     _drop_count_triggers()
+    op.execute("DROP INDEX ix_jobs_queue")
     with op.batch_alter_table("job_deps", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_job_deps_upstream_id"))
 
@@ -319,7 +319,6 @@ def downgrade() -> None:
     op.drop_table("solution_inputs")
     with op.batch_alter_table("jobs", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_jobs_workflow_id_status_id"))
-        batch_op.drop_index(batch_op.f("ix_jobs_status_priority_id"))
 
     op.drop_table("jobs")
     with op.batch_alter_table("datasets", schema=None) as batch_op:
