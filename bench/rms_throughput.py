@@ -176,12 +176,14 @@ def main() -> None:
     p.add_argument("--prefect-python", help="a Python with Prefect 3 (default: this one)")
     p.add_argument("--nodes", type=int, default=2)
     p.add_argument("--slots", type=int, default=4, help="slots per node")
+    p.add_argument("--sqlite-only", action="store_true")
+    p.add_argument("--no-prefect", action="store_true")
     args = p.parse_args()
     n = 2000 if args.quick else 20_000
     os.environ.setdefault("DPCT_TASK_MODULES", "dpct.testing.tasks")
     rows: list[Row] = []
     backends = [("sqlite", None)]
-    if postgres_available():
+    if postgres_available() and not args.sqlite_only:
         backends.append(("postgresql", "pg"))
     for case, _ in backends:
         with tempfile.TemporaryDirectory(prefix="dpct-bench-", dir=Path.cwd()) as tmp:
@@ -208,7 +210,7 @@ def main() -> None:
             f"latency p50 {p50:.1f} ms p99 {p99:.1f} ms",
             flush=True,
         )
-    prefect = prefect_case(2000, args.prefect_python)
+    prefect = None if args.no_prefect else prefect_case(2000, args.prefect_python)
     if prefect is not None:
         rows.append(Row("prefect", "sqlite", "throughput", prefect, "jobs/s"))
     else:

@@ -229,3 +229,26 @@ def test_priority_change_reorders_starts_on_a_real_node(
         wait_for(lambda: _ended(db, first) and _ended(db, second), what="both workflows end")
     jobs = sorted(_jobs(db, first) + _jobs(db, second), key=lambda j: j.started_at)
     assert [j.workflow_id for j in jobs] == [second] * 4 + [first] * 4
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_short_jobs_are_queued_behind_running_ones_and_drain_cleanly(
+    db: Database, settings: Settings, env: dict[str, str], tmp_path: Path
+) -> None:
+    register(db, tmp_path, "Q", [{"name": "n", "task": "testing.noop", "partition": "1h"}])
+    register(db, tmp_path, "Q2", [{"name": "n", "task": "testing.noop", "partition": "60s"}])
+    wf = service.submit(db, "Q", service.day_spec("testing_counts", DAY))
+    with LocalCluster(env, nodes=1, slots=1, coordinator=False) as cluster:
+        wait_for(lambda: _ended(db, wf), what="24 short jobs")
+        jobs = sorted(_jobs(db, wf), key=lambda j: j.started_at)
+        assert all(j.status == "SUCCESS" and j.attempts == 1 for j in jobs)
+        # One slot, yet later jobs were leased before earlier ones ended: queued behind.
+        assert any(b.started_at < a.ended_at for a, b in itertools.pairwise(jobs))
+
+        big = service.submit(db, "Q2", service.day_spec("testing_counts", DAY + 1))
+        wait_for(lambda: service.workflow(db, big).counts.get("SUCCESS", 0) > 50, what="flow")
+        cluster.signal("pfs.pr1", signal.SIGTERM)
+        assert cluster.processes["pfs.pr1"].wait(30) == 0
+    counts = service.workflow(db, big).counts
+    assert "RUNNING" not in counts, counts  # nothing stranded by the drain
+    assert counts["SUCCESS"] + counts.get("QUEUED", 0) == 1440

@@ -20,7 +20,6 @@ from multiprocessing.connection import wait
 from dpct.config import Settings
 from dpct.processing._assignment import (
     Assignment,
-    InputFile,
     discard_outputs,
     make_assignment,
     resolve_inputs,
@@ -55,6 +54,7 @@ class Node:
         slots: int,
         poll_s: float = 0.05,
         batch_window_s: float = 0.002,
+        short_job_s: float = 0.05,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if slots < 1:
@@ -65,6 +65,9 @@ class Node:
         self.slots = slots
         self.poll_s = poll_s
         self.batch_window_s = batch_window_s
+        self.short_job_s = short_job_s
+        self.durations: dict[str, float] = {}
+        self.returned: list[tuple[int, str]] = []
         self.clock = clock
         self.workers: list[Worker] = []
         self.stop_requests = 0
@@ -108,12 +111,15 @@ class Node:
                     self._heartbeat(now)
                     next_heartbeat = now + self.settings.heartbeat_s
                 busy = [w for w in self.workers if w.busy]
-                if draining and not busy and not self.pending:
+                if draining and not busy and not self.pending and not self.returned:
                     return
                 free = self.slots - sum(w.cores for w in busy)
                 want = 0 if draining else free
-                if self.pending or (want and self._work_available(now)):
-                    leased = self._exchange(want)
+                wants_more = want or (
+                    not draining and any(self._queueable(w) for w in self.workers)
+                )
+                if self.pending or self.returned or (wants_more and self._work_available(now)):
+                    leased = self._exchange(want, draining)
                     idle_polls = 0 if leased or self.pending else idle_polls + 1
                 else:
                     idle_polls += 1
@@ -153,15 +159,19 @@ class Node:
                 continue
             assignment = worker.assignment
             assert assignment is not None
-            if _readable(worker):
+            while worker.busy and _readable(worker):
                 try:
                     result = worker.conn.recv()
                 except (EOFError, OSError):
-                    result = None
+                    break
                 if isinstance(result, Completion):
                     self.pending.append(result)
+                    self._timed(worker.assignment, time.monotonic() - worker.started)
                     worker.done()
-                    continue
+            if not worker.busy:
+                continue
+            assignment = worker.assignment
+            assert assignment is not None
             if not worker.process.is_alive():
                 self.pending.append(
                     _failure(
@@ -184,13 +194,34 @@ class Node:
                 )
                 self._replace(worker)
 
+    def _timed(self, assignment: Assignment | None, seconds: float) -> None:
+        """Keep a running mean of each task type's duration, to spot short ones."""
+        if assignment is not None:
+            last = self.durations.get(assignment.task_type, seconds)
+            self.durations[assignment.task_type] = 0.8 * last + 0.2 * seconds
+
+    def _short(self, task_type: str) -> bool:
+        return self.durations.get(task_type, float("inf")) < self.short_job_s
+
+    def _queueable(self, worker: Worker) -> bool:
+        """Running one short single-core job, with nothing queued behind it yet."""
+        head = worker.assignment
+        return (
+            len(worker.queue) == 1
+            and worker.cores == 1
+            and head is not None
+            and self._short(head.task_type)
+        )
+
     def _replace(self, worker: Worker) -> None:
+        """Kill and replace a worker; jobs queued behind its current one go back unrun."""
         worker.kill()
+        self.returned.extend((a.job_id, a.token) for a, _ in list(worker.queue)[1:])
         index = self.workers.index(worker)
         self.workers[index] = Worker()
 
     def _held(self) -> list[tuple[int, str]]:
-        return [(w.assignment.job_id, w.assignment.token) for w in self.workers if w.assignment]
+        return [(a.job_id, a.token) for w in self.workers for a, _ in w.queue]
 
     def _heartbeat(self, now: float) -> None:
         def work(conn) -> list[int]:
@@ -205,18 +236,26 @@ class Node:
                 )
                 self._replace(worker)
 
-    def _exchange(self, want: int) -> int:
-        """One transaction: commit finished attempts, lease up to ``want`` slots of work."""
+    def _exchange(self, want: int, draining: bool = False) -> int:
+        """One transaction: commit finished attempts, lease up to ``want`` slots of work.
+
+        Workers running a short job (by this node's running mean of its task type) also
+        get a second, short job queued behind it.
+        """
         completions = self.pending
+        returned = self.returned
         idle = [w for w in self.workers if not w.busy]
+        queueable: list[Worker] = []
 
         def work(conn):
             now = self.clock()
             result = commit_completions(
                 conn, completions, now=now, retry_backoff_s=self.settings.retry_backoff_s
             )
+            if returned:
+                hand_back(conn, returned, now)
             leased: list[LeasedJob] = []
-            inputs: dict[int, dict[str, list[InputFile]]] = {}
+            queued: list[LeasedJob] = []
             if want and idle:
                 leased = lease_jobs(
                     conn,
@@ -226,12 +265,32 @@ class Node:
                     now=now,
                     lease_s=self.settings.lease_s,
                 )
-                for job in leased:
-                    inputs[job.id] = resolve_inputs(conn, job)
-            return result, leased, inputs
+            if not draining:
+                # Behind each short job (running, or just leased) one more short job.
+                heads = {id(w): job for w, job in zip(idle, leased, strict=False)}
+                for w in self.workers:
+                    head = heads.get(id(w))
+                    if head is not None:
+                        fits = head.cores == 1 and self._short(head.task_type)
+                    else:
+                        fits = self._queueable(w)
+                    if fits:
+                        queueable.append(w)
+            if queueable:
+                queued = lease_jobs(
+                    conn,
+                    node=self.name,
+                    free_slots=len(queueable),
+                    now=now,
+                    lease_s=self.settings.lease_s,
+                    accept=lambda task_type: self._short(task_type),
+                )
+            inputs = {job.id: resolve_inputs(conn, job) for job in leased + queued}
+            return result, leased, queued, inputs
 
-        result, leased, inputs = self.db.run_write(work)
+        result, leased, queued, inputs = self.db.run_write(work)
         self.pending = []
+        self.returned = []
         rejected = set(result.rejected)
         for completion in completions:
             if completion.job_id in rejected:
@@ -243,14 +302,16 @@ class Node:
                 discard_outputs(completion)
         for job, worker in zip(leased, idle, strict=False):
             worker.give(make_assignment(job, inputs[job.id], self.settings), job.cores)
-        return len(leased)
+        for job, worker in zip(queued, queueable, strict=False):
+            worker.give(make_assignment(job, inputs[job.id], self.settings), job.cores)
+        return len(leased) + len(queued)
 
     def _stop_now(self) -> None:
-        held = self._held()
+        held = self._held() + self.returned
         for worker in self.workers:
             if worker.busy:
                 worker.kill()
-                worker.done()
+                worker.queue.clear()
         self.db.run_write(lambda conn: hand_back(conn, held, self.clock()))
         log.info("%s: stopped at once; handed back %d jobs", self.name, len(held))
 

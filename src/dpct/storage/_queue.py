@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import secrets
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import sqlalchemy as sa
@@ -167,12 +167,14 @@ def lease_jobs(
     now: float,
     lease_s: float,
     max_jobs: int | None = None,
+    accept: Callable[[str], bool] | None = None,
 ) -> list[LeasedJob]:
     """Lease the highest-priority ready jobs that fit ``free_slots``.
 
     A job takes ``cores`` slots; task types with a concurrency limit take no more than
     their limit across all nodes. A job that does not fit is passed over for a smaller
-    one behind it (backfill).
+    one behind it (backfill). ``accept`` narrows the task types taken (a node queueing
+    work behind running jobs takes only short ones).
     """
     if free_slots <= 0:
         return []
@@ -191,7 +193,7 @@ def lease_jobs(
     for c in candidates:
         if len(chosen) == max_jobs or free == 0:
             break
-        if c.cores > free:
+        if c.cores > free or (accept is not None and not accept(c.task_type)):
             continue
         if c.max_running is not None and running[c.task_type] >= c.max_running:
             continue
