@@ -24,6 +24,16 @@ load_entry_points()
 _PG = None
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip ``slow`` tests (large simulations, long solves) unless ``-m slow`` asks for them."""
+    if "slow" in (config.getoption("-m") or ""):
+        return
+    skip = pytest.mark.skip(reason="slow: opt in with -m slow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
 def _postgres_ok() -> bool:
     global _PG
     if _PG is None:
