@@ -66,6 +66,7 @@ def tick(db: Database, settings: Settings, now: float) -> dict[str, int]:
         return mark_silent_nodes_down(conn, now, settings.node_down_after_s)
 
     down = db.run_write(monitor)
+    db.checkpoint()
     calendar = fire_calendar_triggers(db, now)
     data = fire_data_triggers(db, now)
     return {"reaped": len(reaped), "down": len(down), "calendar": len(calendar), "data": len(data)}

@@ -55,6 +55,8 @@ class Node:
         poll_s: float = 0.05,
         batch_window_s: float = 0.002,
         short_job_s: float = 0.05,
+        queue_depth: int = 4,
+        max_commit_delay_s: float = 0.02,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if slots < 1:
@@ -66,7 +68,13 @@ class Node:
         self.poll_s = poll_s
         self.batch_window_s = batch_window_s
         self.short_job_s = short_job_s
+        self.queue_depth = queue_depth
+        self.max_commit_delay_s = max_commit_delay_s
         self.durations: dict[str, float] = {}
+        self.stats: dict[str, float] = dict.fromkeys(
+            ("transactions", "committed", "leased", "queued", "polls", "transaction_s", "wait_s"),
+            0,
+        )
         self.returned: list[tuple[int, str]] = []
         self.clock = clock
         self.workers: list[Worker] = []
@@ -105,7 +113,9 @@ class Node:
                     self._stop_now()
                     return
                 draining = self.stop_requests == 1
-                self._collect(timeout=0 if self.pending else self._wait_time(idle_polls))
+                self._collect(
+                    timeout=self.batch_window_s if self.pending else self._wait_time(idle_polls)
+                )
                 now = self.clock()
                 if now >= next_heartbeat:
                     self._heartbeat(now)
@@ -115,26 +125,47 @@ class Node:
                     return
                 free = self.slots - sum(w.cores for w in busy)
                 want = 0 if draining else free
-                wants_more = want or (
-                    not draining and any(self._queueable(w) for w in self.workers)
+                # Look for work when a worker is idle or runs its last queued short job.
+                starving = not draining and any(
+                    not w.busy or (len(w.queue) == 1 and self._room(w)) for w in self.workers
                 )
-                if self.pending or self.returned or (wants_more and self._work_available(now)):
+                if self._commit_due(draining) or (starving and self._work_available(now)):
                     leased = self._exchange(want, draining)
                     idle_polls = 0 if leased or self.pending else idle_polls + 1
-                else:
+                elif not self.pending:
                     idle_polls += 1
         finally:
+            log.info("%s: stopping; %s", self.name, self.stats)
             for worker in self.workers:
                 worker.stop()
             self.db.run_write(lambda conn: node_down(conn, self.name, self.clock(), "stopped"))
 
+    def _commit_due(self, draining: bool) -> bool:
+        """Commit now, or let finished attempts gather into a bigger transaction?
+
+        Now when a worker is idle or about to be (its last queued job is running), when
+        a batch has gathered, when the oldest result has waited ``max_commit_delay_s``,
+        or when stopping. Otherwise workers still have queued work, and one transaction
+        for several results costs far less than one each.
+        """
+        if self.returned:
+            return True
+        if not self.pending:
+            return False
+        if draining or len(self.pending) >= self.slots * self.queue_depth // 2:
+            return True
+        if time.monotonic() - self.pending[0].received > self.max_commit_delay_s:
+            return True
+        return any(len(w.queue) <= 1 for w in self.workers)
+
     def _wait_time(self, idle_polls: int) -> float:
         # Poll fast while work flows, back off to a few polls a second when idle.
-        return min(self.poll_s * (1 + idle_polls), 0.25)
+        return min(self.poll_s * (1 + idle_polls), 0.1)
 
     def _work_available(self, now: float) -> bool:
         from dpct.storage import has_ready_jobs
 
+        self.stats["polls"] += 1
         with self.db.read() as conn:
             return has_ready_jobs(conn, now)
 
@@ -145,7 +176,9 @@ class Node:
         busy = [w for w in self.workers if w.busy]
         if busy:
             handles = [w.conn for w in busy] + [w.process.sentinel for w in busy]
+            started = time.perf_counter()
             ready = wait(handles, timeout=timeout)
+            self.stats["wait_s"] += time.perf_counter() - started
             if ready and len(ready) < len(busy) and self.batch_window_s:
                 # Short jobs finish close together: a moment's wait lets one transaction
                 # commit several of them instead of one each.
@@ -165,6 +198,7 @@ class Node:
                 except (EOFError, OSError):
                     break
                 if isinstance(result, Completion):
+                    result.received = time.monotonic()
                     self.pending.append(result)
                     self._timed(worker.assignment, time.monotonic() - worker.started)
                     worker.done()
@@ -203,15 +237,12 @@ class Node:
     def _short(self, task_type: str) -> bool:
         return self.durations.get(task_type, float("inf")) < self.short_job_s
 
-    def _queueable(self, worker: Worker) -> bool:
-        """Running one short single-core job, with nothing queued behind it yet."""
+    def _room(self, worker: Worker) -> int:
+        """How many more short jobs may queue behind this worker's short, 1-core job."""
         head = worker.assignment
-        return (
-            len(worker.queue) == 1
-            and worker.cores == 1
-            and head is not None
-            and self._short(head.task_type)
-        )
+        if head is None or worker.cores != 1 or not self._short(head.task_type):
+            return 0
+        return max(0, self.queue_depth - len(worker.queue))
 
     def _replace(self, worker: Worker) -> None:
         """Kill and replace a worker; jobs queued behind its current one go back unrun."""
@@ -266,16 +297,17 @@ class Node:
                     lease_s=self.settings.lease_s,
                 )
             if not draining:
-                # Behind each short job (running, or just leased) one more short job.
+                # Behind each short job (running, or just leased) more short jobs.
                 heads = {id(w): job for w, job in zip(idle, leased, strict=False)}
                 for w in self.workers:
                     head = heads.get(id(w))
-                    if head is not None:
-                        fits = head.cores == 1 and self._short(head.task_type)
+                    if head is None:
+                        room = self._room(w)
+                    elif head.cores == 1 and self._short(head.task_type):
+                        room = self.queue_depth - 1
                     else:
-                        fits = self._queueable(w)
-                    if fits:
-                        queueable.append(w)
+                        room = 0
+                    queueable.extend([w] * room)
             if queueable:
                 queued = lease_jobs(
                     conn,
@@ -288,7 +320,13 @@ class Node:
             inputs = {job.id: resolve_inputs(conn, job) for job in leased + queued}
             return result, leased, queued, inputs
 
+        started = time.perf_counter()
         result, leased, queued, inputs = self.db.run_write(work)
+        self.stats["transaction_s"] += time.perf_counter() - started
+        self.stats["transactions"] += 1
+        self.stats["committed"] += len(result.accepted)
+        self.stats["leased"] += len(leased)
+        self.stats["queued"] += len(queued)
         self.pending = []
         self.returned = []
         rejected = set(result.rejected)

@@ -107,6 +107,7 @@ class Completion:
     software_version: str = ""
     config_hash: str = ""
     config_json: str = "{}"
+    received: float = 0.0  # monotonic time the node got it (for batching), not stored
 
 
 @dataclass(frozen=True, slots=True)
