@@ -23,13 +23,17 @@ import gc
 import json
 import math
 import os
+import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from pathlib import Path
 
 import numba as nb
 import numpy as np
 import scipy.sparse.linalg as spla
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import Row
 
 import dpct.pipelines.gsr as gsr
 from dpct.pipelines.gsr._kernels import (
@@ -43,15 +47,6 @@ from dpct.pipelines.gsr._kernels import (
     _reduce,
 )
 from dpct.pipelines.gsr._reference import csr_nbytes_per_observation
-
-
-@dataclass
-class Row:
-    system: str
-    case: str
-    metric: str
-    value: float
-    unit: str
 
 
 def problem_for(n_obs: float, seed: int = 0) -> gsr.SyntheticProblem:

@@ -55,7 +55,7 @@ class Node:
         poll_s: float = 0.05,
         batch_window_s: float = 0.002,
         short_job_s: float = 0.05,
-        queue_depth: int = 4,
+        queue_depth: int = 8,
         max_commit_delay_s: float = 0.02,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -242,7 +242,12 @@ class Node:
         head = worker.assignment
         if head is None or worker.cores != 1 or not self._short(head.task_type):
             return 0
-        return max(0, self.queue_depth - len(worker.queue))
+        return max(0, self._depth(head.task_type) - len(worker.queue))
+
+    def _depth(self, task_type: str) -> int:
+        """Queue length for a short task type: about ``short_job_s`` of work, ≤ queue_depth."""
+        mean = max(self.durations.get(task_type, self.short_job_s), 1e-6)
+        return max(1, min(self.queue_depth, int(self.short_job_s / mean)))
 
     def _replace(self, worker: Worker) -> None:
         """Kill and replace a worker; jobs queued behind its current one go back unrun."""
@@ -304,7 +309,7 @@ class Node:
                     if head is None:
                         room = self._room(w)
                     elif head.cores == 1 and self._short(head.task_type):
-                        room = self.queue_depth - 1
+                        room = self._depth(head.task_type) - 1
                     else:
                         room = 0
                     queueable.extend([w] * room)

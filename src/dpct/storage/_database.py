@@ -143,7 +143,11 @@ class Database:
             return
         with self._connect() as conn:
             raw = conn.connection.driver_connection
-            raw.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            _, log_pages, copied = raw.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            if log_pages > _RESTART_PAGES:
+                # Readers kept the log from ever being fully copied and started over: a
+                # long log makes every page lookup slower. RESTART waits for them.
+                raw.execute("PRAGMA wal_checkpoint(RESTART)").fetchall()
 
     def check_schema(self) -> None:
         """Raise SchemaOutdated unless the database is at this dpct's schema head."""
@@ -193,6 +197,7 @@ def _configure_sqlite(engine: Engine, synchronous: str) -> None:
 
 
 _AUTOCHECKPOINT_PAGES = 25_000
+_RESTART_PAGES = 4_000
 _WAL_SIZE_LIMIT = 64 * 1024 * 1024
 
 
