@@ -457,6 +457,9 @@ depends_on = ["check"]
 def test_demo_end_to_end(cli: Cli, settings: Settings) -> None:
     proc = cli.run("demo", "--day", "4000", "--timeout", "120", timeout=150)
     assert "demo succeeded" in proc.stdout
+    # The day's triggers have fired: a second demo of that day could never complete.
+    line = cli.error("demo", "--day", "4000", rc=2)
+    assert "the demo already ran for OBMT day 4000" in line
     views = cli.json("workflow", "list")
     assert sorted((v["workflow"]["name"], v["workflow"]["status"]) for v in views) == [
         ("DemoDailyProcessingWorkflow", "SUCCESS"),

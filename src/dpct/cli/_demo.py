@@ -12,7 +12,7 @@ from dpct.cli._context import database, settings
 from dpct.cli._progress import watch
 from dpct.cli._render import console, status, table, when
 from dpct.datamodel import NS_PER_DAY
-from dpct.errors import DpctError
+from dpct.errors import BadInput, DpctError
 from dpct.pipelines.demo import WORKFLOWS
 from dpct.processing import service as processing_service
 from dpct.processing._local import LocalCluster
@@ -32,8 +32,17 @@ def demo(
     upgrade(db)
     for path in sorted(WORKFLOWS.glob("*.toml")):
         service.register_descriptor(db, path)
+    # Each day's chain fires once (its triggers remember the day): run again, get a new day.
+    done = {
+        v.workflow.spec.start_ns // NS_PER_DAY
+        for v in service.workflows(db, name="DemoIngestAutWorkflow", how_many=100_000)
+    }
     if day is None:
         day = obmt_ns_from_unix(time.time()) // NS_PER_DAY - 1
+        while day in done:
+            day += 1
+    elif day in done:
+        raise BadInput(f"the demo already ran for OBMT day {day}; pick another --day")
     console.print(f"dpct demo: home {s.home}, database {db.url.render_as_string()}, OBMT day {day}")
     first_id = service.submit(db, "DemoIngestAutWorkflow", service.day_spec("demo_raw", day))
     with LocalCluster(nodes=nodes, slots=slots, log_dir=s.home / "logs" / "processes"):
