@@ -1,5 +1,7 @@
 """Console queries on a workflow with 10⁶ jobs (10⁷ with --huge): dpct vs OFFSET paging.
 
+Usage: python bench/console_queries.py [--quick] [--json] [--huge] [--sqlite-only]
+
 What an operator's screen asks for, timed through the service functions: a page 10,000
 pages deep, the first page of a rare status (FAILED), and the per-status counts. The
 baseline is what a straightforward implementation does: LIMIT/OFFSET paging and

@@ -1,5 +1,7 @@
 """RMS/PFS throughput: no-op jobs through a coordinator and 2 nodes, on the real path.
 
+Usage: python bench/rms_throughput.py [--quick] [--json] [--prefect-python PY]
+
 Real path: leases with fencing tokens, worker processes, a log file per job, events,
 a solution id per job, incremental counts. Reported side by side with:
 

@@ -6,6 +6,8 @@ state) and returns typed records. Times default to the wall clock; tests pass ``
 
 from __future__ import annotations
 
+import functools
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,9 +94,13 @@ def store_descriptor(
 
 
 def descriptor_of(row: DescriptorRow) -> Descriptor:
-    import json
+    """The validated descriptor of a stored row (parsed once: stored content never changes)."""
+    return _parse_stored(row.content, f"{row.name} v{row.version}")
 
-    return parse_descriptor(json.loads(row.content), source=f"{row.name} v{row.version}")
+
+@functools.lru_cache(maxsize=256)
+def _parse_stored(content: str, source: str) -> Descriptor:
+    return parse_descriptor(json.loads(content), source=source)
 
 
 def get_descriptor(db: Database, name: str, version: int | None = None) -> DescriptorRow:
