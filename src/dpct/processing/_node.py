@@ -190,8 +190,6 @@ class Node:
                 if not worker.process.is_alive():
                     self._replace(worker)
                 continue
-            assignment = worker.assignment
-            assert assignment is not None
             while worker.busy and _readable(worker):
                 try:
                     result = worker.conn.recv()
