@@ -16,6 +16,19 @@ class Row:
     unit: str
 
 
+def noop_descriptor(name: str) -> str:
+    """A workflow of no-op jobs, one per second of OBMT: the framework's cost alone."""
+    return f"""
+name = "{name}"
+version = 1
+data_type = "testing_counts"
+[[steps]]
+name = "noop"
+task = "testing.noop"
+partition = "1s"
+"""
+
+
 def parser(description: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--quick", action="store_true", help="small sizes, under ~2 minutes")

@@ -21,7 +21,7 @@ import numpy as np
 import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import Row, parser, report
+from _common import Row, noop_descriptor, parser, report
 
 from dpct.config import Settings
 from dpct.datamodel import NS_PER_S, DataSpec
@@ -33,15 +33,7 @@ from dpct.workflows import service
 
 PAGE = 100
 RARE = 100
-DESCRIPTOR = """
-name = "Big"
-version = 1
-data_type = "testing_counts"
-[[steps]]
-name = "noop"
-task = "testing.noop"
-partition = "1s"
-"""
+DESCRIPTOR = noop_descriptor("Big")
 
 
 def _p99(fn: Callable[[int], object], args: list[int]) -> float:

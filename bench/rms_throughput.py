@@ -26,7 +26,7 @@ import numpy as np
 import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import Row, parser, report
+from _common import Row, noop_descriptor, parser, report
 
 from dpct.config import Settings
 from dpct.datamodel import NS_PER_S, DataSpec
@@ -43,15 +43,7 @@ from dpct.storage._schema import jobs
 from dpct.testing import postgres_available, postgres_database
 from dpct.workflows import service
 
-DESCRIPTOR = """
-name = "NoopWorkflow"
-version = 1
-data_type = "testing_counts"
-[[steps]]
-name = "noop"
-task = "testing.noop"
-partition = "1s"
-"""
+DESCRIPTOR = noop_descriptor("NoopWorkflow")
 
 
 def _setup(home: Path, url: str) -> tuple[Settings, Database, dict[str, str]]:
