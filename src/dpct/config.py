@@ -36,6 +36,8 @@ class Settings(BaseSettings):
     retry_backoff_s: float = 1.0
     log_max_bytes: int = 1_000_000
     log_backups: int = 3
+    store_url: str = ""
+    """Where product files live: an fsspec URL or folder (default ``<home>/products``)."""
 
     @field_validator("home")
     @classmethod
@@ -56,6 +58,10 @@ class Settings(BaseSettings):
     @property
     def products_dir(self) -> Path:
         return self.home / "products"
+
+    @property
+    def store_root(self) -> str:
+        return self.store_url or str(self.products_dir)
 
     @property
     def logs_dir(self) -> Path:

@@ -11,7 +11,7 @@ import pytest
 
 from dpct.datamodel import DATA_TYPES, NS_PER_DAY, Column, DataSpec, DataType, data_type
 from dpct.errors import SchemaMismatch, UnknownDataType
-from dpct.storage import product_path, read_product, write_product
+from dpct.storage import ProductStore, read_product
 
 SAMPLES = data_type(
     "tests_samples",
@@ -130,7 +130,8 @@ def test_declaration_errors() -> None:
 
 
 def test_parquet_round_trip_keeps_schema_units_and_checksum(tmp_path: Path) -> None:
-    path = product_path(tmp_path / "products", SPEC, "j1a1-abcdef12")
+    store = ProductStore(tmp_path / "products")
+    path = Path(store.location_for(SPEC, "j1a1-abcdef12"))
     assert path == (
         tmp_path
         / "products"
@@ -139,7 +140,7 @@ def test_parquet_round_trip_keeps_schema_units_and_checksum(tmp_path: Path) -> N
         / f"tests_samples_{SPEC.start_ns}_{SPEC.end_ns}_c3_j1a1-abcdef12.parquet"
     )
     table = _table(ccd=pa.array([3, 3], pa.int32()))  # conformed on the way in
-    out = write_product(table, SPEC, path, name="samples")
+    out = store.write(table, SPEC, "j1a1-abcdef12", name="samples")
 
     data = path.read_bytes()
     assert out.checksum == "sha256:" + hashlib.sha256(data).hexdigest()
@@ -168,9 +169,10 @@ def test_parquet_round_trip_keeps_schema_units_and_checksum(tmp_path: Path) -> N
 
 
 def test_writing_a_wrong_table_leaves_no_file(tmp_path: Path) -> None:
-    path = tmp_path / "x.parquet"
+    store = ProductStore(tmp_path)
+    path = store.location_for(SPEC, "t")
     with pytest.raises(SchemaMismatch, match=rf"column 'note' is missing in {path}"):
-        write_product(_table().drop_columns(["note"]), SPEC, path)
+        store.write(_table().drop_columns(["note"]), SPEC, "t")
     assert list(tmp_path.iterdir()) == []
 
 

@@ -12,16 +12,14 @@ from dpct.storage import Database, downgrade, head_revision, upgrade
 from dpct.storage._schema import metadata
 
 
-def _skip_expression_index(obj, name, type_, reflected, compare_to) -> bool:  # noqa: ANN001
+def _skip_expression_index(obj, name, type_, reflected, compare_to) -> bool:
     # Alembic cannot compare the (priority DESC) index; _queue_index checks it instead.
     return name != "ix_jobs_queue"
 
 
 def _diff(db: Database) -> list:
     with db.read() as conn:
-        context = MigrationContext.configure(
-            conn, opts={"include_object": _skip_expression_index}
-        )
+        context = MigrationContext.configure(conn, opts={"include_object": _skip_expression_index})
         return compare_metadata(context, metadata)
 
 

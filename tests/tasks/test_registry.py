@@ -21,7 +21,7 @@ from dpct.config import Settings
 from dpct.datamodel import DATA_TYPES, NS_PER_DAY, DataSpec
 from dpct.errors import DescriptorError, DpctError
 from dpct.processing import Assignment, InputFile, run_assignment, run_inline
-from dpct.storage import Database, product_path, write_product
+from dpct.storage import Database, ProductStore
 from dpct.tasks import TASK_TYPES, NoConfig, ParameterError, task
 from dpct.tasks._failures import retry_policy
 from dpct.testing import FakeClock
@@ -81,7 +81,7 @@ def _assignment(tmp_path: Path, task_type: str, params: dict | None = None, **ex
         spec=SPEC,
         params=json.dumps(params or {}),
         log_path=str(tmp_path / "logs" / "job-7.log"),
-        products_dir=str(tmp_path / "products"),
+        store_root=str(tmp_path / "products"),
         scratch_dir=str(tmp_path / "scratch" / "job-7"),
         **extra,
     )
@@ -165,8 +165,8 @@ def test_injected_arguments_and_outputs(tmp_path: Path) -> None:
     assert done.outcome == "success", done.error_message
     (out,) = done.outputs
     assert (out.name, out.data_type, out.rows, out.spec) == ("counts", "testing_counts", 3, SPEC)
-    assert Path(out.location) == product_path(
-        tmp_path / "products", SPEC, "j7a1-01234567"
+    assert out.location == ProductStore(tmp_path / "products").location_for(
+        SPEC, "j7a1-01234567"
     )  # attempt-specific name, published only when the attempt commits
     assert (tmp_path / "scratch" / "job-7" / "seen").read_text() == SPEC.text
     log = (tmp_path / "logs" / "job-7.log").read_text()
@@ -181,7 +181,7 @@ def test_inputs_arrive_as_one_typed_table_with_their_solution_ids(tmp_path: Path
     for k in range(2):
         part = DataSpec("testing_counts", SPEC.start_ns + k, SPEC.start_ns + k + 1)
         table = pa.table({"obmt_ns": pa.array([part.start_ns] * 3), "value": [1.0, 2.0, 3.0]})
-        out = write_product(table, part, tmp_path / "in" / f"{k}.parquet")
+        out = ProductStore(tmp_path / "in").write(table, part, f"k{k}")
         files.append(InputFile(dataset_id=10 + k, solution_id=100 + k, location=out.location))
     done = run_assignment(_assignment(tmp_path, "tests.sum", inputs={"counts": files}))
     assert done.outcome == "success", done.error_message

@@ -21,10 +21,10 @@ from dpct.storage import (
     Completion,
     InputRef,
     LeasedJob,
+    delete_product,
     find_datasets,
-    product_path,
     read_product,
-    write_product,
+    store_at,
 )
 from dpct.tasks import TASK_TYPES, NoData, PermanentTaskError, TransientError
 from dpct.tasks._failures import retry_policy
@@ -48,7 +48,7 @@ class Assignment:
     params: str
     inputs: dict[str, list[InputFile]] = field(default_factory=dict)
     log_path: str = ""
-    products_dir: str = ""
+    store_root: str = ""
     scratch_dir: str = ""
     log_max_bytes: int = 1_000_000
     log_backups: int = 3
@@ -80,7 +80,7 @@ def make_assignment(
         params=job.params,
         inputs=inputs,
         log_path=str(settings.logs_dir / f"workflow-{job.workflow_id}" / f"job-{job.id}.log"),
-        products_dir=str(settings.products_dir),
+        store_root=settings.store_root,
         scratch_dir=str(settings.home / "scratch" / f"job-{job.id}"),
         log_max_bytes=settings.log_max_bytes,
         log_backups=settings.log_backups,
@@ -123,9 +123,9 @@ def run_assignment(a: Assignment) -> Completion:
         tag = f"j{a.job_id}a{a.attempt}-{a.token[:8]}"
         for name, table in outputs.items():
             spec = a.spec.with_type(task_type.outputs[name])
-            path = product_path(Path(a.products_dir), spec, tag)
-            completion.outputs.append(write_product(table, spec, path, name=name))
-            log.info("output %s: %d rows → %s", name, table.num_rows, path)
+            output = store_at(a.store_root).write(table, spec, tag, name=name)
+            completion.outputs.append(output)
+            log.info("output %s: %d rows → %s", name, table.num_rows, output.location)
         completion.outcome = "success"
     except NoData as err:
         completion.outcome = "skipped"
@@ -157,7 +157,7 @@ def _retryable(err: Exception) -> bool:
 def _discard(completion: Completion) -> None:
     """Delete the output files of an attempt that will not be published."""
     for output in completion.outputs:
-        Path(output.location).unlink(missing_ok=True)
+        delete_product(output.location)
     completion.outputs.clear()
 
 

@@ -27,7 +27,6 @@ from dpct.storage._nodes import (
     node_heartbeat,
     node_up,
 )
-from dpct.storage._products import product_path, read_product, sha256_file, write_product
 from dpct.storage._queue import (
     CommitResult,
     cancel_workflow_jobs,
@@ -60,6 +59,15 @@ from dpct.storage._records import (
     SolutionRow,
     WorkflowRow,
     WorkflowStatus,
+)
+from dpct.storage._store import (
+    ProductStore,
+    delete_product,
+    product_name,
+    read_product,
+    sha256_file,
+    store_at,
+    store_for,
 )
 from dpct.storage._workflows import (
     active_descriptors,
@@ -97,6 +105,7 @@ __all__ = [
     "LeasedJob",
     "NodeRow",
     "OutputFile",
+    "ProductStore",
     "SolutionRow",
     "WorkflowRow",
     "WorkflowStatus",
@@ -109,6 +118,7 @@ __all__ = [
     "coverage_gaps",
     "current_revision",
     "datasets_after",
+    "delete_product",
     "derive_status",
     "downgrade",
     "expired_leases",
@@ -138,7 +148,7 @@ __all__ = [
     "node_heartbeat",
     "node_up",
     "page_jobs",
-    "product_path",
+    "product_name",
     "read_product",
     "record_firing_workflow",
     "refresh_workflow_status",
@@ -149,8 +159,9 @@ __all__ = [
     "set_task_limits",
     "set_workflow_priority",
     "sha256_file",
+    "store_at",
+    "store_for",
     "upgrade",
     "upstream_of",
     "workflows_of",
-    "write_product",
 ]

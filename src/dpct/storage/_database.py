@@ -143,7 +143,7 @@ class Database:
             return
         with self._connect() as conn:
             raw = conn.connection.driver_connection
-            _, log_pages, copied = raw.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            _, log_pages, _copied = raw.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
             if log_pages > _RESTART_PAGES:
                 # Readers kept the log from ever being fully copied and started over: a
                 # long log makes every page lookup slower. RESTART waits for them.

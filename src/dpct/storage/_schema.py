@@ -74,8 +74,12 @@ datasets = sa.Table(
     sa.Column("job_id", Id),
     sa.Column("transfer_id", Id),
     sa.Column("created_at", Time, nullable=False),
+    sa.Column("retracted_at", Time),
+    sa.Column("deleted_at", Time),
     sa.Index(None, "data_type", "obmt_start_ns"),
     sa.Index(None, "solution_id"),
+    sa.Index(None, "checksum"),
+    sa.Index(None, "transfer_id"),
 )
 
 workflow_descriptors = sa.Table(
@@ -238,3 +242,90 @@ cursors = sa.Table(
     sa.Column("position", sa.Double, nullable=False),
 )
 """Named high-water marks (last dataset id seen by data triggers, last calendar tick)."""
+
+transfers = sa.Table(
+    "transfers",
+    metadata,
+    sa.Column("id", Id, primary_key=True),
+    sa.Column("direction", sa.String(8), nullable=False),
+    sa.Column("peer", sa.Text, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("files", sa.Integer, nullable=False),
+    sa.Column("bytes", sa.BigInteger, nullable=False),
+    sa.Column("registered", sa.Integer, nullable=False),
+    sa.Column("duplicates", sa.Integer, nullable=False),
+    sa.Column("quarantined", sa.Integer, nullable=False),
+    sa.Column("started_at", Time, nullable=False),
+    sa.Column("ended_at", Time),
+    sa.Column("message", sa.Text, nullable=False),
+)
+"""DTS: one row per delivery pulled in or pushed out (the seed's TRANSFERID)."""
+
+transfer_files = sa.Table(
+    "transfer_files",
+    metadata,
+    sa.Column("id", Id, primary_key=True),
+    sa.Column("transfer_id", Id, sa.ForeignKey("transfers.id"), nullable=False),
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("data_type", sa.String(128), nullable=False),
+    sa.Column("bytes", sa.BigInteger, nullable=False),
+    sa.Column("checksum", sa.String(80), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("dataset_id", Id),
+    sa.Column("location", sa.Text, nullable=False),
+    sa.Index(None, "transfer_id"),
+)
+"""DTS: each file of a delivery, with what became of it (registered, duplicate, quarantined)."""
+
+retention_rules = sa.Table(
+    "retention_rules",
+    metadata,
+    sa.Column("data_type", sa.String(128), primary_key=True),
+    sa.Column("keep_days", sa.Double, nullable=False),
+)
+"""DSS: how long the files of a data type are kept after registration."""
+
+runs = sa.Table(
+    "runs",
+    metadata,
+    sa.Column("id", Id, primary_key=True),
+    sa.Column("sw", sa.String(16), nullable=False),
+    sa.Column("obmt_start_ns", sa.BigInteger, nullable=False),
+    sa.Column("obmt_end_ns", sa.BigInteger, nullable=False),
+    sa.Column("status", sa.String(24), nullable=False),
+    sa.Column("closed", sa.Boolean, nullable=False),
+    sa.Column("ignored", sa.Boolean, nullable=False),
+    sa.Column("note", sa.Text, nullable=False),
+    sa.Column("created_at", Time, nullable=False),
+    sa.Column("ended_at", Time),
+    sa.Index(None, "sw", "obmt_start_ns"),
+)
+"""RMS/DSS: a pipeline run (the seed's RUNID) over an OBMT range; workflows.run_id points here."""
+
+run_checks = sa.Table(
+    "run_checks",
+    metadata,
+    sa.Column("id", Id, primary_key=True),
+    sa.Column("sw", sa.String(16), nullable=False),
+    sa.Column("start_check_ns", sa.BigInteger, nullable=False),
+    sa.Column("end_check_ns", sa.BigInteger, nullable=False),
+    sa.Column("check_status", sa.String(16), nullable=False),
+    sa.Column("delete_status", sa.String(16), nullable=False),
+    sa.Column("note", sa.Text, nullable=False),
+    sa.Column("created_at", Time, nullable=False),
+)
+"""DSS: run check closure, the seed's table (Id, Sw, Start_check, End_check, statuses, Note)."""
+
+run_check_errors = sa.Table(
+    "run_check_errors",
+    metadata,
+    sa.Column("id", Id, primary_key=True),
+    sa.Column("check_id", Id, sa.ForeignKey("run_checks.id"), nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("obmt_start_ns", sa.BigInteger, nullable=False),
+    sa.Column("obmt_end_ns", sa.BigInteger, nullable=False),
+    sa.Column("run_ids", sa.Text, nullable=False),
+    sa.Index(None, "check_id"),
+)
+"""The error view of a closure check: each gap or overlap found, with the runs involved."""

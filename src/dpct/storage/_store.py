@@ -1,0 +1,215 @@
+"""The product store: typed Parquet files under one root, local or on an object store.
+
+The root is an fsspec URL (a folder, ``s3://bucket/prefix``, ``memory://…``), so the
+same code serves a laptop and a DPC's object storage. Files are partitioned by data type
+and day and always appear whole: on a local disk through a temporary name, fsync and
+rename; on an object store because an upload becomes visible only when it completes.
+A location stored in the database is the file's full path or URL.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import BinaryIO
+
+import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+from fsspec.implementations.local import LocalFileSystem
+
+from dpct.datamodel import DATA_TYPES, DataSpec, day_of
+from dpct.errors import SchemaMismatch, StorageError
+from dpct.storage._records import OutputFile
+
+CHUNK = 1 << 20
+
+
+def product_name(spec: DataSpec, tag: str) -> str:
+    """``<type>_<start>_<end>[_cN][_fN]_<tag>.parquet``: unique per spec and attempt."""
+    name = f"{spec.data_type}_{spec.start_ns}_{spec.end_ns}"
+    if spec.ccd is not None:
+        name += f"_c{spec.ccd}"
+    if spec.fov is not None:
+        name += f"_f{spec.fov}"
+    return f"{name}_{tag}.parquet"
+
+
+def _fsync(path: str | Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def sha256_stream(stream: BinaryIO) -> str:
+    digest = hashlib.sha256()
+    while block := stream.read(CHUNK):
+        digest.update(block)
+    return "sha256:" + digest.hexdigest()
+
+
+def sha256_file(path: str | Path) -> str:
+    with open(path, "rb") as f:
+        return sha256_stream(f)[len("sha256:") :]
+
+
+class ProductStore:
+    """Product files under ``root``; see the module docstring for the guarantees."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root_url = str(root)
+        try:
+            self.fs, root_path = fsspec.core.url_to_fs(self.root_url)
+        except (ImportError, ValueError) as err:
+            raise StorageError(f"cannot open the product store {self.root_url!r}: {err}") from err
+        self.local = isinstance(self.fs, LocalFileSystem)
+        self.root = root_path.rstrip("/") if not self.local else str(Path(root_path).resolve())
+
+    def __repr__(self) -> str:
+        return f"ProductStore({self.root_url!r})"
+
+    # ---------------------------------------------------------------- locations ---
+    def location_for(self, spec: DataSpec, tag: str) -> str:
+        """``root/<type>/day=<day>/<product name>``, as stored in ``datasets.location``."""
+        path = f"{self.root}/{spec.data_type}/day={day_of(spec.start_ns)}/"
+        return self._url(path + product_name(spec, tag))
+
+    def _url(self, path: str) -> str:
+        return path if self.local else self.fs.unstrip_protocol(path)
+
+    def _path(self, location: str) -> str:
+        return location if self.local else self.fs._strip_protocol(location)
+
+    def exists(self, location: str) -> bool:
+        return bool(self.fs.exists(self._path(location)))
+
+    def size(self, location: str) -> int:
+        return int(self.fs.size(self._path(location)))
+
+    # ---------------------------------------------------------------- writing -----
+    def write(self, table: pa.Table, spec: DataSpec, tag: str, *, name: str = "") -> OutputFile:
+        """Write ``table`` (conformed to ``spec``'s data type) whole; return its record."""
+        data_type = DATA_TYPES.get(spec.data_type)
+        location = self.location_for(spec, tag)
+        table = data_type.conform(table, where=location)
+        if self.local:
+            with self._local_atomic(location) as tmp:
+                pq.write_table(table, tmp, compression="zstd")
+            checksum = "sha256:" + sha256_file(location)
+            size = os.path.getsize(location)
+        else:
+            buffer = io.BytesIO()
+            pq.write_table(table, buffer, compression="zstd")
+            data = buffer.getvalue()
+            checksum = "sha256:" + hashlib.sha256(data).hexdigest()
+            size = len(data)
+            self.fs.makedirs(self.fs._parent(self._path(location)), exist_ok=True)
+            self.fs.pipe_file(self._path(location), data)
+        return OutputFile(
+            name=name or spec.data_type,
+            data_type=spec.data_type,
+            type_version=data_type.version,
+            spec=spec,
+            rows=table.num_rows,
+            bytes=size,
+            checksum=checksum,
+            location=location,
+        )
+
+    def put(self, source: str | Path, spec: DataSpec, tag: str) -> str:
+        """Move or upload a verified local file into the store; returns its location.
+
+        A file on the same local filesystem is renamed (no copy); otherwise it is copied
+        (locally through a temporary name) or uploaded, and the source is left in place.
+        """
+        location = self.location_for(spec, tag)
+        if self.local:
+            with self._local_atomic(location) as tmp:
+                try:
+                    os.replace(source, tmp)
+                except OSError:
+                    shutil.copyfile(source, tmp)
+        else:
+            self.fs.makedirs(self.fs._parent(self._path(location)), exist_ok=True)
+            self.fs.put_file(str(source), self._path(location))
+        return location
+
+    @contextmanager
+    def _local_atomic(self, location: str) -> Iterator[str]:
+        """Yield a temporary path; on success it is fsynced and renamed to ``location``."""
+        final = Path(location)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = final.with_name(final.name + ".tmp")
+        try:
+            yield str(tmp)
+            # Durable before it is registered: a database row must never outlive its bytes.
+            _fsync(tmp)
+            os.replace(tmp, final)
+            _fsync(final.parent)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    # ---------------------------------------------------------------- reading -----
+    def open(self, location: str) -> BinaryIO:
+        return self.fs.open(self._path(location), "rb")
+
+    def checksum(self, location: str) -> str:
+        """The SHA-256 of the stored bytes, read back (``sha256:<hex>``)."""
+        with self.open(location) as f:
+            return sha256_stream(f)
+
+    def read(self, location: str, data_type: str) -> pa.Table:
+        """Read a product and check it against its registered schema."""
+        expected = DATA_TYPES.get(data_type)
+        try:
+            with self.open(location) as f:
+                table = pq.read_table(f)
+        except (OSError, pa.ArrowInvalid) as err:
+            raise SchemaMismatch(
+                f"cannot read product {location} of type {data_type!r}: {err}"
+            ) from err
+        return expected.conform(table, where=location)
+
+    # ---------------------------------------------------------------- deleting ----
+    def delete(self, location: str) -> bool:
+        """Remove a file; False when it was already gone."""
+        try:
+            self.fs.rm_file(self._path(location))
+        except FileNotFoundError:
+            return False
+        return True
+
+
+_STORES: dict[str, ProductStore] = {}
+
+
+def store_at(root: str | Path) -> ProductStore:
+    """One store object per root in a process (fsspec filesystems are cached too)."""
+    key = str(root)
+    store = _STORES.get(key)
+    if store is None:
+        store = _STORES[key] = ProductStore(key)
+    return store
+
+
+def store_for(location: str) -> ProductStore:
+    """A store that can reach ``location`` (any fsspec URL or local path)."""
+    if "://" in location:
+        return store_at(location.split("://", 1)[0] + "://")
+    return store_at("/")
+
+
+def read_product(location: str, data_type: str) -> pa.Table:
+    """Read a product wherever its location points and check its schema."""
+    return store_for(location).read(location, data_type)
+
+
+def delete_product(location: str) -> bool:
+    return store_for(location).delete(location)
