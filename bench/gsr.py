@@ -12,6 +12,7 @@ Usage::
     python bench/gsr.py --quick          # 3e5 observations, under 2 minutes
     python bench/gsr.py --sizes 1e8 --no-scipy   # opt-in: 1e8 observations (~25 GB)
     python bench/gsr.py --json           # last line: one JSON object
+    python bench/gsr.py --gpu            # also the CuPy path on a CUDA device
 
 Timings depend on what else runs on the machine: the load average is printed with them.
 """
@@ -191,7 +192,9 @@ def breakdown(
     ]
 
 
-def bench_size(n_obs: float, *, scipy: bool, iterations: int, converge: bool) -> list[Row]:
+def bench_size(
+    n_obs: float, *, scipy: bool, iterations: int, converge: bool, gpu: bool = False
+) -> list[Row]:
     case = f"{n_obs:.0e} obs".replace("e+0", "e")
     rows: list[Row] = []
 
@@ -249,11 +252,31 @@ def bench_size(n_obs: float, *, scipy: bool, iterations: int, converge: bool) ->
         del a
         gc.collect()
 
+    if gpu:
+        gsr.solve(system, iter_lim=2, device="gpu")  # compile the kernels
+        runs = [
+            gsr.solve(system, iter_lim=iterations, calc_var=False, device="gpu") for _ in range(3)
+        ]
+        on_gpu = min(runs, key=lambda r: r.seconds_per_iteration)
+        add("dpct", "LSQR iteration on the GPU", on_gpu.seconds_per_iteration, "s/iter")
+        add(
+            "dpct",
+            "GPU speed-up over dpct's CPU per iteration",
+            short.seconds_per_iteration / on_gpu.seconds_per_iteration,
+            "x",
+        )
+
     if converge:
         result = gsr.solve(system, atol=1e-10, btol=1e-10)
         add("dpct", "iterations to convergence (atol=btol=1e-10)", result.itn, "iter")
         add("dpct", "time to convergence", result.seconds, "s")
         add("dpct", "  mean LSQR iteration in that solve", result.seconds_per_iteration, "s/iter")
+        if gpu:
+            on_gpu = gsr.solve(system, atol=1e-10, btol=1e-10, device="gpu")
+            add("dpct", "GPU: iterations to convergence", on_gpu.itn, "iter")
+            add("dpct", "GPU: time to convergence", on_gpu.seconds, "s")
+            diff = np.linalg.norm(on_gpu.x - result.x) / np.linalg.norm(result.x)
+            add("dpct", "GPU: |x_gpu - x_cpu| / |x_cpu|", diff, "")
     return rows
 
 
@@ -265,6 +288,9 @@ def main() -> None:
     parser.add_argument("--no-scipy", action="store_true", help="skip SciPy (for 1e8)")
     parser.add_argument("--iterations", type=int, default=None, help="iterations timed")
     parser.add_argument("--no-converge", action="store_true", help="skip the full solves")
+    parser.add_argument(
+        "--gpu", action="store_true", help="also time the CuPy GPU path (needs a CUDA device)"
+    )
     args = parser.parse_args()
     sizes = [3e5] if args.quick else [1e6, 1e7]
     if args.sizes:
@@ -282,6 +308,7 @@ def main() -> None:
             scipy=not args.no_scipy and n_obs <= 3e7,
             iterations=iterations,
             converge=not args.no_converge,
+            gpu=args.gpu,
         )
         gc.collect()
     print(f"\nload average at the end {os.getloadavg()[0]:.1f}")

@@ -21,6 +21,8 @@ from dpct.tasks import load_entry_points
 
 load_entry_points()
 
+pytest_plugins = ["tests.peers"]  # the `s3` fixture: a real S3 server
+
 _PG = None
 
 

@@ -151,6 +151,8 @@ def test_declaration_mistakes_are_caught_at_import() -> None:
         task("tests.bad", max_attempts=0)
     with pytest.raises(ValueError, match=r"lacks argument\(s\) for input\(s\) \['counts'\]"):
         task("tests.bad", inputs={"counts": "testing_counts"})(lambda config: None)
+    with pytest.raises(ValueError, match=r"input name\(s\) \['scratch'\] are reserved"):
+        task("tests.bad", inputs={"scratch": "testing_counts"})
 
     def echo() -> None:  # same name as tests.echo, another function
         pass

@@ -13,7 +13,6 @@ from dpct.cli._progress import watch
 from dpct.cli._render import console, status, table, when
 from dpct.datamodel import NS_PER_DAY
 from dpct.errors import BadInput, DpctError
-from dpct.pipelines.demo import WORKFLOWS
 from dpct.processing import service as processing_service
 from dpct.processing._local import LocalCluster
 from dpct.storage import upgrade
@@ -30,8 +29,7 @@ def demo(
     s = settings()
     db = database(check_schema=False, create=True)
     upgrade(db)
-    for path in sorted(WORKFLOWS.glob("*.toml")):
-        service.register_descriptor(db, path)
+    service.install_pipeline(db, "demo")
     # Each day's chain fires once (its triggers remember the day): run again, get a new day.
     done = {
         v.workflow.spec.start_ns // NS_PER_DAY

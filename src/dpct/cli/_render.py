@@ -34,6 +34,15 @@ STATUS_STYLE = {
     "CANCELLED": "magenta",
     "AVAILABLE": "green",
     "RETRACTED": "red",
+    "DELETED": "dim",
+    "DEFINED": "blue",
+    "OK": "green",
+    "ERROR": "red",
+    "DONE": "green",
+    "PARTIAL": "yellow",
+    "REGISTERED": "green",
+    "DUPLICATE": "dim",
+    "QUARANTINED": "red",
 }
 
 

@@ -47,6 +47,30 @@ def register(
         console.print(f"registered {row.name} version {row.version} (from {row.source})")
 
 
+@workflow_app.command("install")
+def install(
+    pipelines: Annotated[
+        list[str] | None, typer.Argument(help="Shipped pipelines; none lists them.")
+    ] = None,
+    as_json: Json = False,
+) -> None:
+    """Register the workflows a shipped pipeline carries (e.g. ``ingest``)."""
+    if not pipelines:
+        shipped = service.shipped_pipelines()
+        if as_json:
+            emit_json({k: str(v) for k, v in shipped.items()})
+            return
+        table("shipped pipelines", ["pipeline", "descriptors"], sorted(shipped.items()))
+        return
+    db = database()
+    rows = [row for name in pipelines for row in service.install_pipeline(db, name)]
+    if as_json:
+        emit_json(rows)
+        return
+    for row in rows:
+        console.print(f"registered {row.name} version {row.version}")
+
+
 @workflow_app.command("submit")
 def submit(
     name: str,

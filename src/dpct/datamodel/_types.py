@@ -53,13 +53,19 @@ class Column:
 
 @dataclass(frozen=True, slots=True)
 class DataType:
-    """A registered product type. ``time_column`` names the OBMT column, if any."""
+    """A registered product type. ``time_column`` names the OBMT column, if any.
+
+    ``intermediate`` types are only needed until their run is closed: run check closure
+    deletes them. It describes how long the data live, not what they hold, so it stays
+    out of the Arrow schema (a product file reads the same either way).
+    """
 
     name: str
     version: int
     columns: tuple[Column, ...]
     description: str = ""
     time_column: str | None = None
+    intermediate: bool = False
     schema: pa.Schema = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -192,7 +198,8 @@ def data_type(
     *,
     description: str = "",
     time_column: str | None = None,
+    intermediate: bool = False,
 ) -> DataType:
     """Declare and register a data type; columns may be ``(name, dtype, unit, doc)``."""
     cols = tuple(c if isinstance(c, Column) else Column(*c) for c in columns)
-    return DATA_TYPES.add(DataType(name, version, cols, description, time_column))
+    return DATA_TYPES.add(DataType(name, version, cols, description, time_column, intermediate))

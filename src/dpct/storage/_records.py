@@ -215,3 +215,104 @@ class DescriptorRow:
     content: str
     active: bool
     created_at: float
+
+
+class TransferStatus(StrEnum):
+    RUNNING = "RUNNING"
+    DONE = "DONE"  # every file registered or already there
+    PARTIAL = "PARTIAL"  # done, but at least one file was quarantined
+    FAILED = "FAILED"  # the delivery could not be read or a file could not be fetched
+
+
+class TransferFileStatus(StrEnum):
+    REGISTERED = "REGISTERED"
+    DUPLICATE = "DUPLICATE"  # the same bytes of the same type are already registered
+    QUARANTINED = "QUARANTINED"
+    FAILED = "FAILED"  # not fetched (peer unreachable): a later pull resumes it
+    SENT = "SENT"  # pushed out
+
+
+@dataclass(frozen=True, slots=True)
+class TransferRow:
+    id: int
+    direction: str
+    peer: str
+    status: str
+    files: int
+    bytes: int
+    registered: int
+    duplicates: int
+    quarantined: int
+    started_at: float
+    ended_at: float | None
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class TransferFileRow:
+    id: int
+    transfer_id: int
+    name: str
+    data_type: str
+    bytes: int
+    checksum: str
+    status: str
+    reason: str
+    dataset_id: int | None
+    location: str
+
+
+class RunStatus(StrEnum):
+    DEFINED = "DEFINED"  # created, no workflow has started yet
+    RUNNING = "RUNNING"
+    PARTIALLYSUCCESS = "PARTIALLYSUCCESS"
+    SUCCESS = "SUCCESS"
+    FAILED = "FAILED"
+
+
+ENDED_RUN_STATES = frozenset({RunStatus.SUCCESS, RunStatus.PARTIALLYSUCCESS, RunStatus.FAILED})
+RUN_SOFTWARE = ("AIM", "BAM", "GSR")
+"""The pipelines whose runs are checked for closure (the seed's Sw column)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RunRow:
+    """A pipeline run over an OBMT range (the seed's RUNID) and the workflows attached to it."""
+
+    id: int
+    sw: str
+    obmt_start_ns: int
+    obmt_end_ns: int
+    status: str
+    closed: bool
+    ignored: bool
+    note: str
+    created_at: float
+    ended_at: float | None
+    workflow_ids: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class RunCheckRow:
+    """One run check closure: the seed's Id, Sw, Start_check, End_check, statuses, Note."""
+
+    id: int
+    sw: str
+    start_check_ns: int
+    end_check_ns: int
+    check_status: str
+    delete_status: str
+    note: str
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class RunCheckErrorRow:
+    """One line of a check's error view: a gap, an overlap or an unfinished run."""
+
+    id: int
+    check_id: int
+    kind: str
+    obmt_start_ns: int
+    obmt_end_ns: int
+    run_ids: tuple[int, ...]

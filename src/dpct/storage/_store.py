@@ -16,15 +16,16 @@ import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import fsspec
+import fsspec.config
 import pyarrow as pa
 import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
 from dpct.datamodel import DATA_TYPES, DataSpec, day_of
-from dpct.errors import SchemaMismatch, StorageError
+from dpct.errors import BadInput, SchemaMismatch
 from dpct.storage._records import OutputFile
 
 CHUNK = 1 << 20
@@ -60,15 +61,32 @@ def sha256_file(path: str | Path) -> str:
         return sha256_stream(f)[len("sha256:") :]
 
 
+def _storage_options(protocol: str) -> dict[str, Any]:
+    """``FSSPEC_<PROTOCOL>_<OPTION>`` variables as they are now (fsspec reads them once)."""
+    found: dict[str, dict[str, Any]] = {}
+    fsspec.config.set_conf_env(found, os.environ)
+    return found.get(protocol, {})
+
+
+def open_filesystem(url: str) -> tuple[fsspec.AbstractFileSystem, str]:
+    """An fsspec filesystem and path for a folder URL or local path.
+
+    Options such as ``FSSPEC_S3_ENDPOINT_URL`` (MinIO, Ceph, a test server) and the usual
+    AWS variables are read now, not only when fsspec was first imported.
+    """
+    protocol = url.split("://", 1)[0] if "://" in url else "file"
+    try:
+        return fsspec.core.url_to_fs(url, **_storage_options(protocol))
+    except (ImportError, ValueError) as err:
+        raise BadInput(f"cannot open {url!r}: {err}") from err
+
+
 class ProductStore:
     """Product files under ``root``; see the module docstring for the guarantees."""
 
     def __init__(self, root: str | Path) -> None:
         self.root_url = str(root)
-        try:
-            self.fs, root_path = fsspec.core.url_to_fs(self.root_url)
-        except (ImportError, ValueError) as err:
-            raise StorageError(f"cannot open the product store {self.root_url!r}: {err}") from err
+        self.fs, root_path = open_filesystem(self.root_url)
         self.local = isinstance(self.fs, LocalFileSystem)
         self.root = root_path.rstrip("/") if not self.local else str(Path(root_path).resolve())
 
@@ -180,23 +198,23 @@ class ProductStore:
     # ---------------------------------------------------------------- deleting ----
     def delete(self, location: str) -> bool:
         """Remove a file; False when it was already gone."""
+        path = self._path(location)
+        if not self.local and not self.fs.exists(path):
+            return False  # S3 deletes of a missing key succeed silently
         try:
-            self.fs.rm_file(self._path(location))
+            self.fs.rm_file(path)
         except FileNotFoundError:
             return False
         return True
 
 
-_STORES: dict[str, ProductStore] = {}
-
-
 def store_at(root: str | Path) -> ProductStore:
-    """One store object per root in a process (fsspec filesystems are cached too)."""
-    key = str(root)
-    store = _STORES.get(key)
-    if store is None:
-        store = _STORES[key] = ProductStore(key)
-    return store
+    """The store at ``root``: cheap, since fsspec caches its filesystem objects.
+
+    Not cached here: an object store's settings (endpoint, credentials) come from the
+    environment and must be read afresh.
+    """
+    return ProductStore(root)
 
 
 def store_for(location: str) -> ProductStore:

@@ -197,6 +197,13 @@ def task(
         raise ValueError(f"task type {name!r}: cores must be ≥ 1, got {cores}")
     if max_attempts < 1:
         raise ValueError(f"task type {name!r}: max_attempts must be ≥ 1, got {max_attempts}")
+    clash = sorted(INJECTABLE & set(inputs or {}))
+    if clash:
+        # The injected value would silently take the input's place.
+        raise ValueError(
+            f"task type {name!r}: input name(s) {clash} are reserved for injected arguments "
+            f"({', '.join(sorted(INJECTABLE))}); rename the input(s)"
+        )
 
     def register(func: Callable[..., Any]) -> Callable[..., Any]:
         params = inspect.signature(func).parameters

@@ -11,6 +11,17 @@ from dpct.transfer._manifest import (
     read_manifest,
     write_delivery,
 )
+from dpct.transfer.service import (
+    Progress,
+    TransferReport,
+    TransferView,
+    poll,
+    pull,
+    push,
+    transfer,
+    transfers,
+    watch,
+)
 
 __all__ = [
     "FORMAT",
@@ -18,8 +29,17 @@ __all__ = [
     "DeliveryWriter",
     "Manifest",
     "ManifestEntry",
+    "Progress",
     "SpecModel",
+    "TransferReport",
+    "TransferView",
     "parse_manifest",
+    "poll",
+    "pull",
+    "push",
     "read_manifest",
+    "transfer",
+    "transfers",
+    "watch",
     "write_delivery",
 ]

@@ -70,6 +70,28 @@ def register_descriptor(
     return store_descriptor(db, descriptor, source=str(path), now=now)
 
 
+def shipped_pipelines() -> dict[str, Path]:
+    """Pipelines shipped in ``dpct.pipelines`` that carry workflow descriptors: name → folder."""
+    import dpct.pipelines
+
+    found = {}
+    for root in dpct.pipelines.__path__:
+        for folder in sorted(Path(root).glob("*/workflows")):
+            if any(folder.glob("*.toml")):
+                found[folder.parent.name] = folder
+    return found
+
+
+def install_pipeline(db: Database, name: str, *, now: float | None = None) -> list[DescriptorRow]:
+    """Register every workflow descriptor a shipped pipeline carries."""
+    pipelines = shipped_pipelines()
+    if name not in pipelines:
+        raise NotFound(f"no shipped pipeline {name!r}; known: {', '.join(sorted(pipelines))}")
+    return [
+        register_descriptor(db, path, now=now) for path in sorted(pipelines[name].glob("*.toml"))
+    ]
+
+
 def store_descriptor(
     db: Database, descriptor: Descriptor, *, source: str, now: float | None = None
 ) -> DescriptorRow:

@@ -322,6 +322,14 @@ class RowOperator:
             s.knot_t0, 1.0 / s.knot_dt, s.epoch, lay.att_offset, lay.instr_offset, lay.n_glob,
         )  # fmt: skip
 
+    def get_u(self) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        """Copies of u for the observation rows and the constraint rows (for checkpoints)."""
+        return self.u_obs.copy(), self.u_con.copy()
+
+    def set_u(self, u_obs: NDArray[np.float64], u_con: NDArray[np.float64]) -> None:
+        self.u_obs[:] = u_obs
+        self.u_con[:] = u_con
+
     @property
     def u(self) -> NDArray[np.float64]:
         """The current u, observation rows then constraint rows (a copy)."""

@@ -16,13 +16,15 @@ import math
 import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
 
 import numba as nb
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from dpct.pipelines.gsr._checkpoint import read_checkpoint, write_checkpoint
-from dpct.pipelines.gsr._exceptions import LayoutError
+from dpct.pipelines.gsr._exceptions import GsrInputError, LayoutError
 from dpct.pipelines.gsr._kernels import RowOperator
 from dpct.pipelines.gsr._precondition import (
     Preconditioner,
@@ -190,6 +192,23 @@ def solve_fingerprint(
     return h.hexdigest()
 
 
+Device = Literal["cpu", "gpu", "auto"]
+
+
+def _operator(system: GsrSystem, device: Device) -> RowOperator:
+    if device not in ("cpu", "gpu", "auto"):
+        raise ValueError(f"device must be 'cpu', 'gpu' or 'auto', not {device!r}")
+    if device == "cpu":
+        return RowOperator(system)
+    from dpct.pipelines.gsr._gpu import GpuRowOperator, gpu_available
+
+    if gpu_available():
+        return GpuRowOperator(system)  # type: ignore[return-value]
+    if device == "gpu":
+        raise GsrInputError("device='gpu' asked for, but CuPy sees no CUDA device here")
+    return RowOperator(system)
+
+
 def solve(
     system: GsrSystem,
     *,
@@ -207,6 +226,8 @@ def solve(
     progress: bool = False,
     callback: Callback | None = None,
     require_constraints: bool = True,
+    device: Device = "cpu",
+    comm: Any = None,
 ) -> LsqrResult:
     """Solve the weighted least-squares GSR system with column-preconditioned LSQR.
 
@@ -247,6 +268,16 @@ def solve(
         a checkpoint and stop (a processing node does this on SIGTERM).
     require_constraints
         Refuse an undamped system without constraint equations (it is rank-deficient).
+    device
+        ``"cpu"`` (Numba, the reference), ``"gpu"`` (CuPy: the rows stay on the GPU,
+        LSQR's recurrences on the CPU; agrees with the CPU to rounding) or ``"auto"``
+        (the GPU when CuPy sees one). Checkpoints are interchangeable between devices.
+    comm
+        An mpi4py communicator: ``system`` then holds this rank's rows (whole stars, see
+        :func:`~dpct.pipelines.gsr.load_rank_rows`), every rank calls ``solve`` with the
+        same settings and gets the same solution. Checkpoints are per rank (the rank is
+        added to the file name) and taken every ``checkpoint_every`` iterations only, so
+        all ranks save at the same iteration; a ``callback`` stop is agreed by all ranks.
 
     Returns
     -------
@@ -260,8 +291,20 @@ def solve(
     """
     lay = system.layout
     n = lay.n_unknowns
-    obs_norms = validate_system(system, require_constraints=require_constraints, damp=damp)
-    pre = make_preconditioner(system, precondition, obs_norms)
+    reduce, rank = None, 0
+    if comm is not None:
+        from dpct.pipelines.gsr._distributed import allreduce_sum
+
+        reduce, rank = allreduce_sum(comm), comm.Get_rank()
+        progress = progress and rank == 0
+        checkpoint_seconds = math.inf  # a clock differs by rank; iteration counts do not
+        if checkpoint is not None and comm.Get_size() > 1:
+            base = Path(checkpoint)
+            checkpoint = base.with_name(f"{base.stem}.rank{rank}of{comm.Get_size()}{base.suffix}")
+    obs_norms = validate_system(
+        system, require_constraints=require_constraints, damp=damp, reduce=reduce
+    )
+    pre = make_preconditioner(system, precondition, obs_norms, reduce=reduce)
     sq = obs_norms**2
     if system.constraints is not None:
         c = system.constraints
@@ -275,7 +318,12 @@ def solve(
     if iter_lim is None:
         iter_lim = 2 * n
 
-    op = RowOperator(system)
+    if reduce is not None:
+        from dpct.pipelines.gsr._distributed import DistributedRowOperator
+
+        op: Any = DistributedRowOperator(system, reduce, rank)
+    else:
+        op = _operator(system, device)
     fingerprint = ""
     saved = None
     if checkpoint is not None:
@@ -291,14 +339,17 @@ def solve(
         arrays, st = saved
         y, v, w = arrays["y"].copy(), arrays["v"].copy(), arrays["w"].copy()
         var = arrays["var"].copy() if calc_var else None
-        op.u_obs[:] = arrays["u_obs"]
-        op.u_con[:] = arrays["u_con"]
+        op.set_u(arrays["u_obs"], arrays["u_con"])
     else:
         st = dict.fromkeys(_SCALARS, 0.0)
         st.update(cs2=-1.0, u_scale=1.0)
         var = np.zeros(n) if calc_var else None
         bvec = system.weighted_rhs()
-        st["bnorm"] = _norm(bvec)
+        if reduce is None:
+            st["bnorm"] = _norm(bvec)
+        else:  # observation rows are spread over ranks, constraint rows are everywhere
+            obs_sq = reduce(_sumsq(bvec[: system.n_rows]))
+            st["bnorm"] = math.sqrt(obs_sq + _sumsq(bvec[system.n_rows :]))
         if x0_arr is None:
             y = np.zeros(n)
             out, ss = op.apply(y, 1.0, 0.0, 0.0)
@@ -328,7 +379,8 @@ def solve(
         if checkpoint is None:
             return
         saved_itn[0] = int(st["itn"])
-        arrays = {"y": y, "v": v, "w": w, "u_obs": op.u_obs, "u_con": op.u_con}
+        u_obs, u_con = op.get_u()
+        arrays = {"y": y, "v": v, "w": w, "u_obs": u_obs, "u_con": u_con}
         if var is not None:
             arrays["var"] = var
         write_checkpoint(checkpoint, fingerprint, arrays, st)
@@ -443,6 +495,8 @@ def solve(
             )
             bar.update(info)
             stop = bool(callback(info)) if callback is not None else False
+            if reduce is not None:
+                stop = bool(reduce(int(stop)))
             if stop and not st["finished"]:
                 st["istop"] = ISTOP_INTERRUPTED
                 snapshot()
@@ -475,5 +529,5 @@ def solve(
         seconds=seconds,
         iterations_this_attempt=int(st["itn"]) - itn0,
         resumed_from=resumed_from,
-        dof=system.n_rows - n,
+        dof=(system.n_rows if reduce is None else int(reduce(system.n_rows))) - n,
     )

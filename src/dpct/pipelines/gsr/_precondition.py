@@ -11,8 +11,9 @@ the block preconditioner removes it at a cost of 25 multiply-adds per star and i
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import scipy.sparse as sp
@@ -99,7 +100,10 @@ class Preconditioner:
 
 
 def make_preconditioner(
-    system: GsrSystem, kind: PreconditionKind, obs_norms: NDArray[np.float64] | None = None
+    system: GsrSystem,
+    kind: PreconditionKind,
+    obs_norms: NDArray[np.float64] | None = None,
+    reduce: Callable[[Any], Any] | None = None,
 ) -> Preconditioner:
     """Build M for a system from its column norms and star blocks (constraints included).
 
@@ -111,6 +115,9 @@ def make_preconditioner(
         ``"stars"`` (default of ``solve``), ``"columns"`` or ``"none"``.
     obs_norms
         Column norms of the observation rows, if already computed (``validate_system``).
+    reduce
+        Sum over MPI ranks when ``system`` holds one rank's rows (``obs_norms`` must then
+        be the global norms).
     """
     lay = system.layout
     n = lay.n_unknowns
@@ -130,6 +137,8 @@ def make_preconditioner(
     if kind == "columns":
         return Preconditioner("columns", diag)
     blocks = star_normal_blocks(system)
+    if reduce is not None:
+        blocks = reduce(blocks)
     if c is not None:
         blocks += _constraint_star_blocks(system)
     # scale first: the Cholesky of the column-normalised block is better conditioned

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 from numpy.typing import NDArray
 
@@ -27,7 +30,11 @@ def _rows(mask: NDArray[np.bool_], limit: int = 5) -> str:
 
 
 def validate_system(
-    system: GsrSystem, *, require_constraints: bool = True, damp: float = 0.0
+    system: GsrSystem,
+    *,
+    require_constraints: bool = True,
+    damp: float = 0.0,
+    reduce: Callable[[Any], Any] | None = None,
 ) -> NDArray[np.float64]:
     """Check a system before solving it; return the observation column norms.
 
@@ -45,6 +52,9 @@ def validate_system(
         Raise if the system has no constraint equations (and ``damp == 0``).
     damp
         The solve's damping; a damped problem has a unique solution without constraints.
+    reduce
+        Sum over MPI ranks when ``system`` holds one rank's rows: row checks stay local,
+        column norms and star blocks are summed before the rank checks.
 
     Returns
     -------
@@ -57,7 +67,7 @@ def validate_system(
         With the offending rows or unknowns named.
     """
     lay = system.layout
-    m = system.n_rows
+    m = system.n_rows if reduce is None else int(reduce(system.n_rows))
     if m == 0:
         raise EmptySystemError(
             "the GSR system has no observation rows; give it observations of every star, "
@@ -125,6 +135,8 @@ def validate_system(
             raise NonFiniteError("constraint equations hold NaN or infinite values")
 
     norms = observation_column_norms(system)
+    if reduce is not None:
+        norms = np.sqrt(reduce(norms**2))
     missing = np.flatnonzero(norms == 0)
     if missing.size:
         names = ", ".join(lay.name(int(j)) for j in missing[:5])
@@ -135,6 +147,8 @@ def validate_system(
             "knots so that each interval holds observations)"
         )
     blocks = star_normal_blocks(system)
+    if reduce is not None:
+        blocks = reduce(blocks)
     # condition of the column-normalised 5x5 blocks: scale-free, like LSQR's preconditioning
     d = 1.0 / np.sqrt(np.einsum("sii->si", blocks))
     eig = np.linalg.eigvalsh(blocks * d[:, :, None] * d[:, None, :])

@@ -1,0 +1,345 @@
+"""``dpct run``, ``dpct closure`` and ``dpct retract``: the Data Management console."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated
+
+import typer
+
+from dpct.cli._context import database
+from dpct.cli._progress import watch
+from dpct.cli._render import console, emit_json, status, table, when
+from dpct.datamodel import NS_PER_DAY, parse_duration_ns
+from dpct.errors import BadInput, DpctError
+from dpct.pipelines.datamanagement import service
+from dpct.storage import Database
+from dpct.storage._records import RunCheckErrorRow, RunCheckRow, RunRow
+from dpct.workflows import service as rms
+
+run_app = typer.Typer(help="Runs: a pipeline's processing of an OBMT range, and its workflows.")
+closure_app = typer.Typer(help="Run check closure: gaps and overlaps between runs; closing them.")
+
+Json = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+Sw = Annotated[str, typer.Option("--sw", help="The pipeline: AIM, BAM or GSR.")]
+Day = Annotated[int | None, typer.Option(help="First OBMT day of the range.")]
+Days = Annotated[int, typer.Option(help="Number of days from --day.")]
+Start = Annotated[str | None, typer.Option(help="OBMT start: ns, or e.g. '4774d'.")]
+End = Annotated[str | None, typer.Option(help="OBMT end, exclusive: ns, or e.g. '4775d'.")]
+
+
+def _range(day: int | None, days: int, start: str | None, end: str | None) -> tuple[int, int]:
+    if day is not None:
+        if start is not None or end is not None:
+            raise BadInput("give either --day [--days] or --start and --end, not both")
+        if days < 1:
+            raise BadInput(f"--days must be at least 1, not {days}")
+        return day * NS_PER_DAY, (day + days) * NS_PER_DAY
+    if start is None or end is None:
+        raise BadInput("give the OBMT range: --day N [--days K], or --start and --end")
+    return parse_duration_ns(start), parse_duration_ns(end)
+
+
+def _days(start_ns: int, end_ns: int) -> str:
+    """Day numbers when the range is whole days: operators think in OBMT days."""
+    if start_ns % NS_PER_DAY or end_ns % NS_PER_DAY:
+        return ""
+    first, last = start_ns // NS_PER_DAY, end_ns // NS_PER_DAY - 1
+    return f"day {first}" if first == last else f"days {first}-{last}"
+
+
+def _run_table(title: str, rows: list[RunRow]) -> None:
+    table(
+        title,
+        [
+            "IDENTIFIER",
+            "SW",
+            "STATUS",
+            "CLOSED",
+            "IGNORED",
+            "WORKFLOWIDS",
+            "START",
+            "END",
+            "DAYS",
+            "CREATED",
+            "ENDED",
+            "NOTE",
+        ],
+        (
+            (
+                r.id,
+                r.sw,
+                status(r.status),
+                r.closed,
+                r.ignored,
+                ",".join(map(str, r.workflow_ids)),
+                r.obmt_start_ns,
+                r.obmt_end_ns,
+                _days(r.obmt_start_ns, r.obmt_end_ns),
+                when(r.created_at),
+                when(r.ended_at),
+                r.note,
+            )
+            for r in rows
+        ),
+    )
+
+
+@run_app.command("list")
+def run_list(
+    sw: Annotated[str | None, typer.Option("--sw", help="Only this pipeline.")] = None,
+    how_many: Annotated[int, typer.Option("--how-many", "-n", help="How many rows.")] = 500,
+    as_json: Json = False,
+) -> None:
+    """Runs, newest first, with the status their workflows imply now."""
+    rows = service.runs(database(), sw=sw, how_many=how_many)
+    if as_json:
+        emit_json(rows)
+        return
+    _run_table("Runs", rows)
+
+
+@run_app.command("show")
+def run_show(run_id: int, as_json: Json = False) -> None:
+    """A run and its workflows."""
+    db = database()
+    row = service.run(db, run_id)
+    views = [rms.workflow(db, wf) for wf in row.workflow_ids]
+    if as_json:
+        emit_json({"run": row, "workflows": views})
+        return
+    _run_table(f"Run {run_id}", [row])
+    if not views:
+        return
+    table(
+        "Workflows",
+        ["NAME", "ID", "STATUS", "DATASPEC", "STARTTIME", "ENDTIME"],
+        (
+            (
+                v.workflow.name,
+                v.workflow.id,
+                status(v.workflow.status),
+                v.workflow.spec.short,
+                when(v.workflow.started_at),
+                when(v.workflow.ended_at),
+            )
+            for v in views
+        ),
+    )
+
+
+@run_app.command("create")
+def run_create(
+    sw: Sw,
+    day: Day = None,
+    days: Days = 1,
+    start: Start = None,
+    end: End = None,
+    workflow: Annotated[
+        list[int] | None, typer.Option("--workflow", "-w", help="A workflow of the run (repeat).")
+    ] = None,
+    note: Annotated[str, typer.Option(help="A note kept with the run.")] = "",
+    as_json: Json = False,
+) -> None:
+    """Define a run of a pipeline over an OBMT range."""
+    start_ns, end_ns = _range(day, days, start, end)
+    row = service.create_run(
+        database(), sw, start_ns, end_ns, note=note, workflow_ids=workflow or ()
+    )
+    if as_json:
+        emit_json(row)
+        return
+    console.print(
+        f"run {row.id} {row.sw} [{row.obmt_start_ns}, {row.obmt_end_ns}) {row.status}"
+        + (f" with workflows {', '.join(map(str, row.workflow_ids))}" if row.workflow_ids else "")
+    )
+
+
+@run_app.command("attach")
+def run_attach(
+    run_id: int,
+    workflow_ids: Annotated[list[int], typer.Argument(help="Workflow ids.")],
+    as_json: Json = False,
+) -> None:
+    """Make workflows part of a run; its status then follows theirs."""
+    row = service.attach_workflows(database(), run_id, workflow_ids)
+    if as_json:
+        emit_json(row)
+        return
+    console.print(f"run {run_id} {row.status}: workflows {', '.join(map(str, row.workflow_ids))}")
+
+
+@run_app.command("status")
+def run_status(run_id: int, value: str, as_json: Json = False) -> None:
+    """Set the status of a run without workflows (DEFINED, RUNNING, ..., SUCCESS, FAILED)."""
+    row = service.set_run_status(database(), run_id, value.upper())
+    if as_json:
+        emit_json(row)
+        return
+    console.print(f"run {run_id} {row.status}")
+
+
+@run_app.command("ignore")
+def run_ignore(
+    run_id: int,
+    undo: Annotated[bool, typer.Option("--undo", help="Take the run into account again.")] = False,
+    note: Annotated[str, typer.Option(help="Why (replaces the run's note).")] = "",
+    as_json: Json = False,
+) -> None:
+    """Ignore solution: leave a run out of run check closure (or --undo)."""
+    row = service.ignore_run(database(), run_id, ignored=not undo, note=note)
+    if as_json:
+        emit_json(row)
+        return
+    console.print(f"run {run_id} {'ignored' if row.ignored else 'no longer ignored'}")
+
+
+def _check_table(title: str, rows: list[RunCheckRow]) -> None:
+    table(
+        title,
+        [
+            "Id",
+            "Sw",
+            "Start_check",
+            "End_check",
+            "Days",
+            "Check_status",
+            "Delete_status",
+            "Created",
+            "Note",
+        ],
+        (
+            (
+                c.id,
+                c.sw,
+                c.start_check_ns,
+                c.end_check_ns,
+                _days(c.start_check_ns, c.end_check_ns),
+                status(c.check_status),
+                c.delete_status,
+                when(c.created_at),
+                c.note,
+            )
+            for c in rows
+        ),
+    )
+
+
+def _error_table(check_id: int, rows: list[RunCheckErrorRow]) -> None:
+    table(
+        f"Table error view (check {check_id})",
+        ["KIND", "START", "END", "DURATION_S", "RUNIDS"],
+        (
+            (
+                e.kind,
+                e.obmt_start_ns,
+                e.obmt_end_ns,
+                f"{(e.obmt_end_ns - e.obmt_start_ns) / 1e9:g}",
+                ",".join(map(str, e.run_ids)),
+            )
+            for e in rows
+        ),
+    )
+
+
+@closure_app.command("check")
+def closure_check(
+    sw: Sw,
+    day: Day = None,
+    days: Days = 1,
+    start: Start = None,
+    end: End = None,
+    as_json: Json = False,
+) -> None:
+    """Check that the runs of a pipeline tile a range; if so, close them.
+
+    Closing deletes the runs' intermediate data. Exits with 1 when the check finds
+    errors (listed in its error view), so scripts can tell.
+    """
+    start_ns, end_ns = _range(day, days, start, end)
+    report = service.check_closure(database(), sw, start_ns, end_ns)
+    failed = report.check.check_status != "OK"
+    if as_json:
+        emit_json(report)
+    else:
+        _check_table("Run check closure", [report.check])
+        if report.errors:
+            _error_table(report.check.id, report.errors)
+        elif report.deleted:
+            console.print(
+                f"{len(report.deleted)} intermediate datasets deleted "
+                f"({report.files_removed} files removed)"
+            )
+        for failed_file in report.files_failed:
+            console.print(
+                f"dataset {failed_file.dataset.id}: cannot remove "
+                f"{failed_file.dataset.location}: {failed_file.error}"
+            )
+    if failed:
+        raise typer.Exit(1)
+
+
+@closure_app.command("list")
+def closure_list(
+    sw: Annotated[str | None, typer.Option("--sw", help="Only this pipeline.")] = None,
+    how_many: Annotated[int, typer.Option("--how-many", "-n", help="How many rows.")] = 100,
+    as_json: Json = False,
+) -> None:
+    """The run check closure table, newest first."""
+    rows = service.closure_checks(database(), sw=sw, how_many=how_many)
+    if as_json:
+        emit_json(rows)
+        return
+    _check_table("Run check closure", rows)
+
+
+@closure_app.command("errors")
+def closure_errors(check_id: int, as_json: Json = False) -> None:
+    """The error view of a check: each gap, overlap and unfinished run, with the runs."""
+    rows = service.closure_errors(database(), check_id)
+    if as_json:
+        emit_json(rows)
+        return
+    _error_table(check_id, rows)
+
+
+def _wait_quietly(db: Database, workflow_id: int, timeout: float = 3600.0) -> None:
+    """Wait without a progress bar, which would break the JSON on stdout."""
+    deadline = time.monotonic() + timeout
+    while rms.workflow(db, workflow_id).workflow.status not in rms.ENDED:
+        if time.monotonic() > deadline:
+            raise DpctError(f"gave up waiting after {timeout:g} s; see `dpct workflow list`")
+        time.sleep(0.3)
+
+
+def retract(
+    dataset_ids: Annotated[list[int], typer.Argument(help="Datasets to retract.")],
+    reason: Annotated[str, typer.Option(help="Why; kept in the event log.")],
+    clean: Annotated[
+        bool, typer.Option("--clean/--no-clean", help="Submit the cleaning workflow.")
+    ] = True,
+    wait: Annotated[bool, typer.Option("--wait", help="Wait for the cleaning to end.")] = False,
+    as_json: Json = False,
+) -> None:
+    """Retract datasets and every dataset derived from them; their files are then deleted.
+
+    Retracted datasets are no longer inputs from now on. The cleaning workflow
+    (DataRetractionTraceExtractCleanAutWorkflow) deletes their files when a node runs it.
+    """
+    db = database()
+    result = service.retract(db, dataset_ids, reason=reason, clean=clean)
+    wf = result.workflow_id
+    if wait and wf is not None:
+        if as_json:
+            _wait_quietly(db, wf)
+        else:
+            watch(db, lambda: [rms.workflow(db, wf)])
+    if as_json:
+        emit_json({"retraction": result, "workflow": rms.workflow(db, wf) if wf else None})
+        return
+    console.print(
+        f"{len(result.retracted)} datasets retracted: "
+        f"{', '.join(map(str, result.retracted)) or 'none (already retracted or deleted)'}"
+    )
+    if wf is not None:
+        console.print(f"cleaning workflow {wf} submitted (see `dpct workflow show {wf}`)")

@@ -1,0 +1,333 @@
+"""Data management services: runs, run check closure and retraction.
+
+What the CLI and the console call. Each function opens its own transaction, applies
+the rules (what may happen in which state) and returns typed records. Times default to
+the wall clock; tests pass ``now``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from sqlalchemy.engine import Connection
+
+from dpct.datamodel import DataSpec
+from dpct.errors import BadInput, InvalidState, NotFound
+from dpct.pipelines.datamanagement._cleaning import Cleaned, clean_retracted, remove_file
+from dpct.pipelines.datamanagement._tasks import CLEAN_DESCRIPTOR, CLEAN_WORKFLOW
+from dpct.storage import (
+    Database,
+    DatasetRow,
+    DescriptorRow,
+    get_workflow,
+)
+from dpct.storage._closure import ClosureResult, check_errors, get_check, list_checks
+from dpct.storage._closure import check_closure as _check_closure
+from dpct.storage._records import (
+    RUN_SOFTWARE,
+    RunCheckErrorRow,
+    RunCheckRow,
+    RunRow,
+    RunStatus,
+)
+from dpct.storage._retraction import dataset_states, retracted_hull
+from dpct.storage._retraction import retract as _retract
+from dpct.storage._runs import attach_workflows as _attach
+from dpct.storage._runs import (
+    derive_run_status,
+    get_run,
+    insert_run,
+    list_runs,
+    refresh_run_status,
+    run_workflows,
+    set_run_ignored,
+)
+from dpct.storage._runs import set_run_status as _set_status
+from dpct.workflows import service as rms
+
+__all__ = [
+    "Cleaned",
+    "ClosureReport",
+    "Retraction",
+    "attach_workflows",
+    "check_closure",
+    "clean_retracted",
+    "closure_check",
+    "closure_checks",
+    "closure_errors",
+    "create_run",
+    "ignore_run",
+    "refresh_runs",
+    "retract",
+    "run",
+    "runs",
+    "set_run_status",
+]
+
+
+def _now(now: float | None) -> float:
+    return time.time() if now is None else now
+
+
+def _software(sw: str) -> str:
+    name = sw.strip().upper()
+    if name not in RUN_SOFTWARE:
+        raise BadInput(f"unknown pipeline {sw!r} for a run; use one of {', '.join(RUN_SOFTWARE)}")
+    return name
+
+
+def _interval(start_ns: int, end_ns: int) -> None:
+    if end_ns <= start_ns:
+        raise BadInput(
+            f"the OBMT range is empty: end {end_ns} is not after start {start_ns}; "
+            "give --end after --start"
+        )
+
+
+def _plural(ids: Sequence[int], noun: str) -> str:
+    return f"{noun}{'s' if len(ids) > 1 else ''} {', '.join(map(str, ids))}"
+
+
+# ---------------------------------------------------------------- runs
+
+
+def _existing_run(conn: Connection, run_id: int) -> RunRow:
+    row = get_run(conn, run_id)
+    if row is None:
+        raise NotFound(f"run {run_id} does not exist; list them with `dpct run list`")
+    return row
+
+
+def _check_workflows(conn: Connection, workflow_ids: Iterable[int]) -> list[int]:
+    ids = sorted(set(workflow_ids))
+    missing = [i for i in ids if get_workflow(conn, i) is None]
+    if missing:
+        raise NotFound(
+            f"{_plural(missing, 'workflow')} not found; list them with `dpct workflow list`"
+        )
+    return ids
+
+
+def create_run(
+    db: Database,
+    sw: str,
+    start_ns: int,
+    end_ns: int,
+    *,
+    note: str = "",
+    workflow_ids: Iterable[int] = (),
+    now: float | None = None,
+) -> RunRow:
+    """Define a run of ``sw`` over ``[start_ns, end_ns)``, optionally with its workflows."""
+    name = _software(sw)
+    _interval(start_ns, end_ns)
+
+    def work(conn: Connection) -> RunRow:
+        ids = _check_workflows(conn, workflow_ids)
+        t = _now(now)
+        run_id = insert_run(conn, sw=name, start_ns=start_ns, end_ns=end_ns, now=t, note=note)
+        _attach(conn, run_id, ids, t)
+        return _existing_run(conn, run_id)
+
+    return db.run_write(work)
+
+
+def attach_workflows(
+    db: Database, run_id: int, workflow_ids: Iterable[int], *, now: float | None = None
+) -> RunRow:
+    """Make workflows part of a run; the run's status then follows theirs."""
+
+    def work(conn: Connection) -> RunRow:
+        row = _existing_run(conn, run_id)
+        if row.closed:
+            raise InvalidState(f"run {run_id} is closed; define a new run for new work")
+        _attach(conn, run_id, _check_workflows(conn, workflow_ids), _now(now))
+        return _existing_run(conn, run_id)
+
+    return db.run_write(work)
+
+
+def _live(conn: Connection, rows: list[RunRow]) -> list[RunRow]:
+    # Workflows end without touching their run: show the status they imply now, and
+    # leave storing it to the next write that concerns the run (attach, closure).
+    linked = run_workflows(conn, [r.id for r in rows])
+    return [
+        dataclasses.replace(r, status=derive_run_status((s for _, s in linked[r.id]), r.status))
+        for r in rows
+    ]
+
+
+def runs(db: Database, *, sw: str | None = None, how_many: int = 500) -> list[RunRow]:
+    """Runs, newest first, with the status their workflows imply now."""
+    name = _software(sw) if sw else None
+    with db.read() as conn:
+        return _live(conn, list_runs(conn, sw=name, how_many=how_many))
+
+
+def run(db: Database, run_id: int) -> RunRow:
+    with db.read() as conn:
+        return _live(conn, [_existing_run(conn, run_id)])[0]
+
+
+def set_run_status(db: Database, run_id: int, status: str, *, now: float | None = None) -> RunRow:
+    """Set the status of a run that has no workflows (one run outside dpct, say)."""
+    if status not in RunStatus.__members__:
+        raise BadInput(f"unknown run status {status!r}; use one of {', '.join(RunStatus)}")
+
+    def work(conn: Connection) -> RunRow:
+        row = _existing_run(conn, run_id)
+        if row.workflow_ids:
+            raise InvalidState(
+                f"run {run_id} has workflows ({', '.join(map(str, row.workflow_ids))}); "
+                "its status follows theirs"
+            )
+        _set_status(conn, run_id, status, _now(now))
+        return _existing_run(conn, run_id)
+
+    return db.run_write(work)
+
+
+def ignore_run(
+    db: Database, run_id: int, *, ignored: bool = True, note: str = "", now: float | None = None
+) -> RunRow:
+    """Ignore solution: leave a run out of closure (a failed run that was redone), or undo."""
+
+    def work(conn: Connection) -> RunRow:
+        row = _existing_run(conn, run_id)
+        if row.closed:
+            raise InvalidState(f"run {run_id} is closed: its intermediate data are gone")
+        set_run_ignored(conn, run_id, ignored, _now(now), note)
+        return _existing_run(conn, run_id)
+
+    return db.run_write(work)
+
+
+# ---------------------------------------------------------------- closure
+
+
+@dataclass(frozen=True)
+class ClosureReport:
+    check: RunCheckRow
+    errors: list[RunCheckErrorRow]
+    closed_runs: list[int]
+    deleted: list[DatasetRow]
+    files_removed: int
+    """Files actually removed; fewer than ``deleted`` when some were already gone."""
+    files_failed: list[Cleaned]
+    """Files that could not be removed (orphans now: their rows are DELETED)."""
+
+
+def check_closure(
+    db: Database, sw: str, start_ns: int, end_ns: int, *, now: float | None = None
+) -> ClosureReport:
+    """Run check closure over ``[start_ns, end_ns)``; when it passes, close the runs.
+
+    The check, its error view, the runs' closing and their intermediate datasets'
+    DELETED state commit together; the files are removed after that commit.
+    """
+    name = _software(sw)
+    _interval(start_ns, end_ns)
+    result: ClosureResult = db.run_write(
+        lambda conn: _check_closure(conn, name, start_ns, end_ns, _now(now))
+    )
+    removals = [remove_file(d) for d in result.deleted]
+    return ClosureReport(
+        result.check,
+        result.errors,
+        result.closed_runs,
+        result.deleted,
+        sum(r.file_removed for r in removals),
+        [r for r in removals if r.error],
+    )
+
+
+def closure_checks(
+    db: Database, *, sw: str | None = None, how_many: int = 100
+) -> list[RunCheckRow]:
+    """The run check closure table, newest first."""
+    name = _software(sw) if sw else None
+    with db.read() as conn:
+        return list_checks(conn, sw=name, how_many=how_many)
+
+
+def closure_check(db: Database, check_id: int) -> RunCheckRow:
+    with db.read() as conn:
+        row = get_check(conn, check_id)
+    if row is None:
+        raise NotFound(f"run check {check_id} does not exist; list them with `dpct closure list`")
+    return row
+
+
+def closure_errors(db: Database, check_id: int) -> list[RunCheckErrorRow]:
+    """The error view of one check: its gaps, overlaps and unfinished runs."""
+    closure_check(db, check_id)
+    with db.read() as conn:
+        return check_errors(conn, check_id)
+
+
+# ---------------------------------------------------------------- retraction
+
+
+@dataclass(frozen=True)
+class Retraction:
+    retracted: list[int]
+    """Datasets marked RETRACTED by this call: those named and all derived from them."""
+    workflow_id: int | None
+    """The cleaning workflow submitted, if anything retracted is left to delete."""
+
+
+def _clean_descriptor(db: Database, now: float | None) -> DescriptorRow:
+    # Registering the shipped file is a no-op once done; the latest version of the name
+    # is what runs, so an operator's own newer version wins.
+    rms.register_descriptor(db, CLEAN_DESCRIPTOR, now=now)
+    return rms.get_descriptor(db, CLEAN_WORKFLOW)
+
+
+def retract(
+    db: Database,
+    dataset_ids: Iterable[int],
+    *,
+    reason: str,
+    clean: bool = True,
+    now: float | None = None,
+) -> Retraction:
+    """Retract datasets and everything derived from them, then submit their cleaning.
+
+    The datasets stop being inputs when this commits. The cleaning workflow
+    (DataRetractionTraceExtractCleanAutWorkflow) is submitted in the same transaction,
+    over the OBMT span of what is left to delete; nodes run it like any other.
+    """
+    ids = sorted(set(dataset_ids))
+    if not ids:
+        raise BadInput("name at least one dataset id to retract")
+    if not reason.strip():
+        raise BadInput("give the reason for the retraction (--reason); the event log keeps it")
+    descriptor = _clean_descriptor(db, now) if clean else None
+
+    def work(conn: Connection) -> Retraction:
+        states = dataset_states(conn, ids)
+        missing = [i for i in ids if i not in states]
+        if missing:
+            raise NotFound(
+                f"{_plural(missing, 'dataset')} not found; list them with `dpct datasets`"
+            )
+        t = _now(now)
+        retracted = _retract(conn, ids, t, reason.strip())
+        workflow_id = None
+        hull = retracted_hull(conn, [*ids, *retracted]) if descriptor else None
+        if descriptor is not None and hull is not None:
+            spec = DataSpec(rms.descriptor_of(descriptor).data_type, *hull)
+            workflow_id = rms.create_workflow(conn, descriptor, spec, trigger="retraction", now=t)
+        return Retraction(retracted, workflow_id)
+
+    return db.run_write(work)
+
+
+def refresh_runs(
+    db: Database, run_ids: Iterable[int], *, now: float | None = None
+) -> dict[int, str]:
+    """Store the status each run's workflows imply; returns the runs that changed."""
+    return db.run_write(lambda conn: refresh_run_status(conn, run_ids, _now(now)))

@@ -1,0 +1,801 @@
+"""DTS service: pull deliveries in, push products out, watch a folder of deliveries.
+
+A pull is safe to repeat and to interrupt. Every file is checked before anything is
+registered (size, SHA-256, data type, Parquet footer schema, row count); a file already
+registered with the same checksum and type is skipped, so a re-delivery changes
+nothing; a bad file goes to quarantine with its reason, never into the store; and a
+download cut short resumes from the staging folder on the next pull. A registered file
+enters the store (rename, or upload) before the one transaction that registers its
+dataset and records it on the transfer, so a row never points at missing bytes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from fsspec import AbstractFileSystem
+from fsspec.implementations.local import LocalFileSystem
+from sqlalchemy.engine import Connection
+
+from dpct import __version__
+from dpct.config import Settings
+from dpct.datamodel import DATA_TYPES, DataSpec, DataType
+from dpct.errors import (
+    BadInput,
+    Conflict,
+    DpctError,
+    NotFound,
+    SchemaMismatch,
+    TransferError,
+    UnknownDataType,
+)
+from dpct.storage import (
+    Database,
+    DatasetRow,
+    OutputFile,
+    TransferFileRow,
+    TransferFileStatus,
+    TransferRow,
+    TransferStatus,
+    WorkflowRow,
+    datasets_to_push,
+    find_dataset_by_checksum,
+    finish_transfer,
+    get_transfer,
+    list_transfers,
+    pulled_peers,
+    record_transfer_file,
+    register_dataset,
+    start_transfer,
+    store_at,
+    store_for,
+    transfer_files_of,
+    workflows_of_transfer,
+)
+from dpct.transfer._manifest import MANIFEST, Manifest, ManifestEntry, SpecModel, parse_manifest
+from dpct.transfer._peers import (
+    CHUNK,
+    MissingFile,
+    Peer,
+    fetch,
+    filesystem,
+    open_peer,
+    read_small,
+)
+
+Clock = Callable[[], float]
+
+
+class Progress(Protocol):
+    """What a pull reports as it goes (the CLI draws a bar over bytes from it)."""
+
+    def begin(self, delivery: str, files: int, nbytes: int) -> None: ...
+
+    def advance(self, nbytes: int) -> None: ...
+
+    def file_done(self, row: TransferFileRow) -> None: ...
+
+
+class _Quiet:
+    def begin(self, delivery: str, files: int, nbytes: int) -> None:
+        pass
+
+    def advance(self, nbytes: int) -> None:
+        pass
+
+    def file_done(self, row: TransferFileRow) -> None:
+        pass
+
+
+@dataclass(frozen=True, slots=True)
+class TransferReport:
+    """A finished transfer: its row, what became of each file, and how it went.
+
+    ``wire_bytes`` counts what crossed the wire this time (received by a pull, sent by
+    a push): a resumed or duplicate file costs less than its size, so this is the figure
+    to compare with the link's speed.
+    """
+
+    transfer: TransferRow
+    files: tuple[TransferFileRow, ...]
+    delivery: str
+    wire_bytes: int
+    seconds: float
+
+    @property
+    def id(self) -> int:
+        return self.transfer.id
+
+    @property
+    def status(self) -> str:
+        return self.transfer.status
+
+    def with_status(self, status: str) -> list[TransferFileRow]:
+        return [f for f in self.files if f.status == status]
+
+
+@dataclass(frozen=True, slots=True)
+class TransferView:
+    """One transfer with its files and the workflows its data started."""
+
+    transfer: TransferRow
+    files: list[TransferFileRow]
+    workflows: list[WorkflowRow]
+
+
+# ---------------------------------------------------------------- folders ------------
+
+
+def staging_dir(settings: Settings) -> Path:
+    return settings.home / "transfer" / "staging"
+
+
+def quarantine_dir(settings: Settings, transfer_id: int) -> Path:
+    return settings.home / "transfer" / "quarantine" / str(transfer_id)
+
+
+def _staging_for(settings: Settings, peer: Peer) -> Path:
+    """One folder per peer URL: a later pull of the same delivery resumes its files."""
+    return staging_dir(settings) / hashlib.sha256(peer.url.encode()).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------- pull ----------------
+
+
+def pull(
+    db: Database,
+    settings: Settings,
+    source: str | Path,
+    *,
+    workers: int = 4,
+    retries: int = 5,
+    backoff_s: float = 0.5,
+    progress: Progress | None = None,
+    clock: Clock = time.time,
+) -> TransferReport:
+    """Pull the delivery folder at ``source`` (a local path, http(s):// or s3:// URL).
+
+    Always records a transfer and returns its report; a delivery that cannot be read
+    (no manifest, a bad one, an unreachable peer) or a file that could not be fetched
+    after ``retries`` retries makes it FAILED, with the reason in ``message``.
+    """
+    if workers < 1:
+        raise BadInput(f"workers must be at least 1, not {workers}")
+    peer = open_peer(source)
+    report = _Pull(db, settings, peer, workers, retries, backoff_s, progress, clock).run()
+    assert report is not None
+    return report
+
+
+class _Pull:
+    def __init__(
+        self,
+        db: Database,
+        settings: Settings,
+        peer: Peer,
+        workers: int,
+        retries: int,
+        backoff_s: float,
+        progress: Progress | None,
+        clock: Clock,
+        skip_unsealed: bool = False,
+    ) -> None:
+        self.db = db
+        self.settings = settings
+        self.peer = peer
+        self.workers = workers
+        self.retries = retries
+        self.backoff_s = backoff_s
+        self.progress = progress or _Quiet()
+        self.clock = clock
+        self.skip_unsealed = skip_unsealed
+        self.store = store_at(settings.store_root)
+        self.staging = _staging_for(settings, peer)
+        # Registration is serialised: the duplicate check and the insert must not
+        # interleave between two files of the same delivery.
+        self.commit_lock = threading.Lock()
+        self.rows: list[TransferFileRow] = []
+        self.rows_lock = threading.Lock()
+        self.pending: list[tuple[ManifestEntry, OutputFile]] = []
+        self.pending_checksums: dict[tuple[str, str], str] = {}
+        self.wire_bytes = 0
+        self.transfer_id = 0
+
+    def run(self) -> TransferReport | None:
+        """The report; None for an unsealed delivery when ``skip_unsealed`` (a watcher)."""
+        started = time.monotonic()
+        try:
+            text = read_small(self.peer, MANIFEST, retries=self.retries, backoff_s=self.backoff_s)
+            manifest = parse_manifest(text, where=f"{self.peer.url}/{MANIFEST}")
+        except MissingFile as err:
+            if self.skip_unsealed:
+                return None
+            return self._failed_early(f"{err}: the delivery is not sealed", started)
+        except DpctError as err:
+            return self._failed_early(str(err), started)
+        with self.db.write() as conn:
+            self.transfer_id = start_transfer(
+                conn,
+                direction="pull",
+                peer=self.peer.url,
+                files=len(manifest.files),
+                nbytes=manifest.total_bytes,
+                now=self.clock(),
+                message=f"delivery {manifest.delivery}",
+            )
+        self.progress.begin(manifest.delivery, len(manifest.files), manifest.total_bytes)
+        pool = ThreadPoolExecutor(self.workers, thread_name_prefix="dts-pull")
+        try:
+            for row in pool.map(self._one, range(len(manifest.files)), manifest.files):
+                if row is not None:
+                    self.progress.file_done(row)
+            pool.shutdown()
+            for row in self._register_pending():
+                self.progress.file_done(row)
+        except BaseException as err:
+            # Ctrl-C or a database error: files not started are dropped, those being
+            # fetched finish (or stay partial in staging for the next pull); verified
+            # files already in the store are removed, as none was registered.
+            pool.shutdown(wait=True, cancel_futures=True)
+            self._drop_pending()
+            with contextlib.suppress(Exception):  # the first error is the one to report
+                self._finish(TransferStatus.FAILED, f"{type(err).__name__}: {err}")
+            raise
+        self._clean_staging()
+        failed = [r for r in self.rows if r.status == TransferFileStatus.FAILED]
+        quarantined = [r for r in self.rows if r.status == TransferFileStatus.QUARANTINED]
+        summary = _summary(manifest.delivery, self.rows)
+        if failed:
+            first = failed[0]
+            status, message = TransferStatus.FAILED, f"{summary}; {first.name}: {first.reason}"
+        elif quarantined:
+            status, message = TransferStatus.PARTIAL, summary
+        else:
+            status, message = TransferStatus.DONE, summary
+        transfer = self._finish(status, message)
+        return TransferReport(
+            transfer,
+            tuple(sorted(self.rows, key=lambda r: r.id)),
+            manifest.delivery,
+            self.wire_bytes,
+            time.monotonic() - started,
+        )
+
+    def _failed_early(self, message: str, started: float) -> TransferReport:
+        with self.db.write() as conn:
+            now = self.clock()
+            self.transfer_id = start_transfer(
+                conn, direction="pull", peer=self.peer.url, files=0, nbytes=0, now=now
+            )
+            finish_transfer(
+                conn, self.transfer_id, status=TransferStatus.FAILED, now=now, message=message
+            )
+            transfer = get_transfer(conn, self.transfer_id)
+        assert transfer is not None
+        return TransferReport(transfer, (), "", 0, time.monotonic() - started)
+
+    def _finish(self, status: str, message: str) -> TransferRow:
+        with self.db.write() as conn:
+            finish_transfer(
+                conn, self.transfer_id, status=status, now=self.clock(), message=message
+            )
+            transfer = get_transfer(conn, self.transfer_id)
+        assert transfer is not None
+        return transfer
+
+    # -------------------------------------------------------------- one file ---------
+    def _one(self, index: int, entry: ManifestEntry) -> TransferFileRow | None:
+        with self.db.read() as conn:
+            known = find_dataset_by_checksum(conn, entry.checksum, entry.data_type)
+        if known is not None:
+            # Same bytes already registered: not even downloaded.
+            self.progress.advance(entry.bytes)
+            return self._record(entry, TransferFileStatus.DUPLICATE, _dup_reason(known), known)
+        staged = self.staging / f"{index:05d}-{entry.checksum.removeprefix('sha256:')}"
+        try:
+            fetched = fetch(
+                self.peer,
+                entry.file,
+                staged,
+                expected=entry.bytes,
+                retries=self.retries,
+                backoff_s=self.backoff_s,
+                on_bytes=self.progress.advance,
+            )
+        except TransferError as err:
+            # The partial file stays in staging: the next pull resumes it.
+            return self._record(entry, TransferFileStatus.FAILED, str(err))
+        with self.rows_lock:
+            self.wire_bytes += fetched.received
+        try:
+            data_type, spec = _check(entry, staged, fetched.size, fetched.checksum)
+        except _Rejected as rejected:
+            return self._quarantine(entry, staged, str(rejected))
+        return self._register(entry, staged, data_type, spec)
+
+    def _register(
+        self, entry: ManifestEntry, staged: Path, data_type: DataType, spec: DataSpec
+    ) -> TransferFileRow | None:
+        """Move a verified file into the store; its row waits for the whole delivery.
+
+        All files of a delivery are registered in one transaction at the end
+        (:meth:`_register_pending`), so data triggers see a delivery whole: a workflow
+        that reads several of its types never starts on half of it.
+        """
+        with self.commit_lock:
+            with self.db.read() as conn:
+                known = find_dataset_by_checksum(conn, entry.checksum, entry.data_type)
+            if known is not None:  # registered by another pull meanwhile
+                staged.unlink(missing_ok=True)
+                return self._record(entry, TransferFileStatus.DUPLICATE, _dup_reason(known), known)
+            twin = self.pending_checksums.get((entry.checksum, entry.data_type))
+            if twin is not None:  # the same bytes twice in this delivery
+                staged.unlink(missing_ok=True)
+                reason = f"same bytes as {twin} in this delivery"
+                return self._record(entry, TransferFileStatus.DUPLICATE, reason)
+            location = self._put(staged, spec)
+            self.pending_checksums[(entry.checksum, entry.data_type)] = entry.file
+            self.pending.append(
+                (
+                    entry,
+                    OutputFile(
+                        name=entry.file,
+                        data_type=data_type.name,
+                        type_version=data_type.version,
+                        spec=spec,
+                        rows=entry.rows,
+                        bytes=entry.bytes,
+                        checksum=entry.checksum,
+                        location=location,
+                    ),
+                )
+            )
+        return None
+
+    def _register_pending(self) -> list[TransferFileRow]:
+        """Register every verified file of the delivery in one transaction."""
+        if not self.pending:
+            return []
+
+        def work(conn: Connection) -> list[TransferFileRow]:
+            now = self.clock()
+            rows = []
+            for entry, file in self.pending:
+                dataset_id, _ = register_dataset(
+                    conn,
+                    file,
+                    now=now,
+                    software_version=f"dts@{__version__}",
+                    transfer_id=self.transfer_id,
+                )
+                rows.append(
+                    record_transfer_file(
+                        conn,
+                        self.transfer_id,
+                        name=entry.file,
+                        data_type=entry.data_type,
+                        nbytes=entry.bytes,
+                        checksum=entry.checksum,
+                        status=TransferFileStatus.REGISTERED,
+                        now=now,
+                        dataset_id=dataset_id,
+                        location=file.location,
+                    )
+                )
+            return rows
+
+        try:
+            rows = self.db.run_write(work)
+        except BaseException:
+            self._drop_pending()
+            raise
+        self.pending.clear()
+        with self.rows_lock:
+            self.rows.extend(rows)
+        return rows
+
+    def _drop_pending(self) -> None:
+        """Never leave bytes in the store that no row points at."""
+        for _, file in self.pending:
+            with contextlib.suppress(Exception):
+                self.store.delete(file.location)
+        self.pending.clear()
+
+    def _put(self, staged: Path, spec: DataSpec) -> str:
+        """Into the store under a name no other file has: nothing stored is replaced."""
+        tag = f"t{self.transfer_id}"
+        n = 1
+        while self.store.exists(self.store.location_for(spec, tag)):
+            n += 1
+            tag = f"t{self.transfer_id}.{n}"
+        location = self.store.put(staged, spec, tag)
+        staged.unlink(missing_ok=True)  # left behind when the store copied or uploaded
+        return location
+
+    def _quarantine(self, entry: ManifestEntry, staged: Path, reason: str) -> TransferFileRow:
+        target = quarantine_dir(self.settings, self.transfer_id) / entry.file
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(staged, target)
+        Path(f"{target}.reason").write_text(
+            f"{entry.file}\n{reason}\npeer: {self.peer.url}\ntransfer: {self.transfer_id}\n"
+        )
+        return self._record(entry, TransferFileStatus.QUARANTINED, reason, location=str(target))
+
+    def _record(
+        self,
+        entry: ManifestEntry,
+        status: str,
+        reason: str,
+        known: DatasetRow | None = None,
+        *,
+        location: str = "",
+    ) -> TransferFileRow:
+        def work(conn: Connection) -> TransferFileRow:
+            return record_transfer_file(
+                conn,
+                self.transfer_id,
+                name=entry.file,
+                data_type=entry.data_type,
+                nbytes=entry.bytes,
+                checksum=entry.checksum,
+                status=status,
+                now=self.clock(),
+                reason=reason,
+                dataset_id=known.id if known else None,
+                location=known.location if known else location,
+            )
+
+        row = self.db.run_write(work)
+        with self.rows_lock:
+            self.rows.append(row)
+        return row
+
+    def _clean_staging(self) -> None:
+        """Drop the peer's staging folder once nothing in it waits for a resume."""
+        try:
+            for folder in sorted(self.staging.rglob("*"), reverse=True):
+                if folder.is_dir():
+                    folder.rmdir()
+            self.staging.rmdir()
+        except OSError:
+            pass
+
+
+def _dup_reason(known: DatasetRow) -> str:
+    return f"already registered as dataset {known.id} ({known.spec.text})"
+
+
+class _Rejected(Exception):
+    """Why a fetched file cannot be registered (the quarantine reason)."""
+
+
+def _check(entry: ManifestEntry, path: Path, size: int, checksum: str) -> tuple[DataType, DataSpec]:
+    """The type and spec of a fetched file fit to register, or _Rejected with the reason.
+
+    The Parquet check reads the footer only: the bytes were hashed on the way in.
+    """
+    if size < entry.bytes:
+        raise _Rejected(f"truncated: {size} of {entry.bytes} bytes arrived")
+    if size > entry.bytes:
+        raise _Rejected(f"size mismatch: longer than the {entry.bytes} bytes listed")
+    if checksum != entry.checksum:
+        raise _Rejected(f"checksum mismatch: received {checksum}, manifest says {entry.checksum}")
+    try:
+        data_type = DATA_TYPES.get(entry.data_type)
+    except UnknownDataType as err:
+        raise _Rejected(f"unknown data type: {err}") from err
+    try:
+        spec = entry.spec.to_spec()
+    except DpctError as err:
+        raise _Rejected(f"bad spec: {err}") from err
+    if spec.data_type != entry.data_type:
+        raise _Rejected(
+            f"bad spec: the spec is of type {spec.data_type!r}, the file of {entry.data_type!r}"
+        )
+    try:
+        with pq.ParquetFile(path) as parquet:
+            schema = parquet.schema_arrow
+            rows = parquet.metadata.num_rows
+    except (pa.ArrowException, OSError) as err:
+        raise _Rejected(f"unreadable: not a Parquet file ({err})") from err
+    try:
+        data_type.conform(schema.empty_table(), where=entry.file)
+    except SchemaMismatch as err:
+        raise _Rejected(f"wrong schema: {err}") from err
+    if rows != entry.rows:
+        raise _Rejected(f"row count mismatch: the file holds {rows}, manifest says {entry.rows}")
+    return data_type, spec
+
+
+def _summary(delivery: str, rows: Sequence[TransferFileRow]) -> str:
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[row.status] = counts.get(row.status, 0) + 1
+    parts = [f"{n} {status.lower()}" for status, n in sorted(counts.items())]
+    return f"delivery {delivery}: " + (", ".join(parts) if parts else "no files")
+
+
+# ---------------------------------------------------------------- push ----------------
+
+
+def push(
+    db: Database,
+    settings: Settings,
+    target: str | Path,
+    *,
+    data_type: str | None = None,
+    since_id: int = 0,
+    dataset_ids: Sequence[int] | None = None,
+    name: str | None = None,
+    limit: int = 10_000,
+    progress: Progress | None = None,
+    clock: Clock = time.time,
+) -> TransferReport:
+    """Deliver available datasets to the folder ``target`` (a local path or s3:// URL).
+
+    Files are copied (and hashed on the way: a store file that no longer matches its
+    registered checksum is not shipped), then the manifest is written last, so the
+    receiving end never sees half a delivery. ``target`` must not hold a manifest yet.
+    """
+    text = str(target)
+    scheme = text.split("://", 1)[0].lower() if "://" in text else "file"
+    if scheme not in ("file", "s3", "s3a"):
+        raise BadInput(f"cannot push to {text!r}: use a local folder or an s3:// URL")
+    if data_type is not None:
+        DATA_TYPES.get(data_type)
+    with db.read() as conn:
+        chosen = datasets_to_push(
+            conn, data_type=data_type, since_id=since_id, dataset_ids=dataset_ids, limit=limit
+        )
+    if not chosen:
+        raise NotFound(
+            "nothing to push: no available dataset matches"
+            + (f" type {data_type!r}" if data_type else "")
+            + (f" after id {since_id}" if since_id else "")
+            + (f" among ids {list(dataset_ids)}" if dataset_ids is not None else "")
+        )
+    if scheme == "file":
+        text = str(Path(text.split("://", 1)[-1]).expanduser().resolve())
+    fs, root = filesystem(text)
+    root = root.rstrip("/")
+    fs.invalidate_cache(root)  # an object store's listing cache may predate the manifest
+    if fs.exists(f"{root}/{MANIFEST}"):
+        raise Conflict(f"{text} already holds a sealed delivery ({MANIFEST}); push elsewhere")
+    out = progress or _Quiet()
+    started = time.monotonic()
+    total = sum(d.bytes for d in chosen)
+    with db.write() as conn:
+        transfer_id = start_transfer(
+            conn, direction="push", peer=text, files=len(chosen), nbytes=total, now=clock()
+        )
+    delivery = name or Path(root).name or f"push-{transfer_id}"
+    out.begin(delivery, len(chosen), total)
+    rows: list[TransferFileRow] = []
+    entries: list[ManifestEntry] = []
+    sent = 0
+    try:
+        fs.makedirs(root, exist_ok=True)
+        for dataset in chosen:
+            relative = f"{dataset.spec.data_type}/{dataset.location.rstrip('/').rsplit('/', 1)[-1]}"
+            dest = f"{root}/{relative}"
+            reason = _copy_out(dataset, fs, dest, out.advance)
+            if not reason:
+                sent += dataset.bytes
+                entries.append(
+                    ManifestEntry(
+                        file=relative,
+                        bytes=dataset.bytes,
+                        checksum=dataset.checksum,
+                        data_type=dataset.spec.data_type,
+                        type_version=dataset.type_version,
+                        spec=SpecModel.of(dataset.spec),
+                        rows=dataset.rows,
+                    )
+                )
+            status = TransferFileStatus.FAILED if reason else TransferFileStatus.SENT
+            with db.write() as conn:
+                row = record_transfer_file(
+                    conn,
+                    transfer_id,
+                    name=relative,
+                    data_type=dataset.spec.data_type,
+                    nbytes=dataset.bytes,
+                    checksum=dataset.checksum,
+                    status=status,
+                    now=clock(),
+                    reason=reason,
+                    dataset_id=dataset.id,
+                    location=f"{text}/{relative}",
+                )
+            rows.append(row)
+            out.file_done(row)
+        failed = [r for r in rows if r.status == TransferFileStatus.FAILED]
+        if failed:
+            status = TransferStatus.FAILED
+            message = (
+                f"delivery {delivery}: {len(failed)} of {len(rows)} files not sent, so it "
+                f"was not sealed; {failed[0].name}: {failed[0].reason}"
+            )
+        else:
+            manifest = Manifest(delivery=delivery, created_at=clock(), files=entries)
+            _seal(fs, root, manifest)
+            status = TransferStatus.DONE
+            message = f"delivery {delivery}: {len(rows)} files sent"
+    except BaseException as err:
+        with db.write() as conn:
+            finish_transfer(
+                conn,
+                transfer_id,
+                status=TransferStatus.FAILED,
+                now=clock(),
+                message=f"{type(err).__name__}: {err}",
+            )
+        raise
+    with db.write() as conn:
+        finish_transfer(conn, transfer_id, status=status, now=clock(), message=message)
+        transfer = get_transfer(conn, transfer_id)
+    assert transfer is not None
+    return TransferReport(transfer, tuple(rows), delivery, sent, time.monotonic() - started)
+
+
+def _copy_out(
+    dataset: DatasetRow, fs: AbstractFileSystem, dest: str, advance: Callable[[int], None]
+) -> str:
+    """Copy a stored product to ``dest``, hashing it; returns why it failed, or ''."""
+    digest = hashlib.sha256()
+    size = 0
+    try:
+        parent = dest.rsplit("/", 1)[0]
+        fs.makedirs(parent, exist_ok=True)
+        with store_for(dataset.location).open(dataset.location) as src, fs.open(dest, "wb") as dst:
+            while block := src.read(CHUNK):
+                digest.update(block)
+                dst.write(block)
+                size += len(block)
+                advance(len(block))
+    except (OSError, DpctError) as err:
+        return f"copy failed: {err}"
+    checksum = "sha256:" + digest.hexdigest()
+    if size != dataset.bytes or checksum != dataset.checksum:
+        fs.rm_file(dest)
+        return (
+            f"the stored file {dataset.location} no longer matches dataset {dataset.id} "
+            f"({size} bytes, {checksum}; registered {dataset.bytes} bytes, {dataset.checksum})"
+        )
+    return ""
+
+
+def _seal(fs: AbstractFileSystem, root: str, manifest: Manifest) -> None:
+    """Write the manifest whole: renamed into place locally; on S3 an upload is
+    visible only once complete, so a plain upload is atomic already."""
+    data = manifest.model_dump_json(indent=1).encode()
+    final = f"{root}/{MANIFEST}"
+    if isinstance(fs, LocalFileSystem):
+        tmp = f"{final}.tmp"
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, final)
+    else:
+        fs.pipe_file(final, data)
+
+
+# ---------------------------------------------------------------- watch ---------------
+
+
+def poll(
+    db: Database,
+    settings: Settings,
+    source: str | Path,
+    *,
+    workers: int = 4,
+    retries: int = 5,
+    backoff_s: float = 0.5,
+    progress: Progress | None = None,
+    clock: Clock = time.time,
+) -> list[TransferReport]:
+    """Pull every sealed delivery sub-folder of ``source`` not already pulled, in name order.
+
+    A delivery counts as pulled once a pull of its folder URL ended DONE or PARTIAL; a
+    FAILED one is tried again, and an unsealed one (no manifest yet) is left for later.
+    """
+    root = open_peer(source)
+    children = [root.child(name) for name in root.children()]
+    with db.read() as conn:
+        done = pulled_peers(conn, [c.url for c in children])
+    reports = []
+    for child in children:
+        if child.url in done:
+            continue
+        pulling = _Pull(
+            db, settings, child, workers, retries, backoff_s, progress, clock, skip_unsealed=True
+        )
+        report = pulling.run()  # None: not sealed yet, or not a delivery
+        if report is not None:
+            reports.append(report)
+    return reports
+
+
+def watch(
+    db: Database,
+    settings: Settings,
+    source: str | Path,
+    *,
+    every_s: float = 60.0,
+    once: bool = False,
+    workers: int = 4,
+    retries: int = 5,
+    backoff_s: float = 0.5,
+    on_report: Callable[[TransferReport], None] | None = None,
+    stop: threading.Event | None = None,
+    progress: Progress | None = None,
+    clock: Clock = time.time,
+) -> list[TransferReport]:
+    """Poll ``source`` every ``every_s`` seconds, pulling each new delivery exactly once.
+
+    With ``once`` it polls a single time and returns that pass's reports. Otherwise it
+    runs until ``stop`` is set (or the caller is interrupted), handing each report to
+    ``on_report`` and keeping none, so a watcher running for months holds no history.
+    """
+    if every_s <= 0:
+        raise BadInput(f"the polling period must be positive, not {every_s} s")
+    stop = stop or threading.Event()
+    while True:
+        reports = poll(
+            db,
+            settings,
+            source,
+            workers=workers,
+            retries=retries,
+            backoff_s=backoff_s,
+            progress=progress,
+            clock=clock,
+        )
+        if on_report is not None:
+            for report in reports:
+                on_report(report)
+        if once:
+            return reports
+        if stop.wait(every_s):
+            return []
+
+
+# ---------------------------------------------------------------- reading -------------
+
+
+def transfers(
+    db: Database,
+    *,
+    direction: str | None = None,
+    status: str | None = None,
+    limit: int = 50,
+) -> list[TransferRow]:
+    """Transfers, newest first."""
+    with db.read() as conn:
+        return list_transfers(conn, direction=direction, status=status, limit=limit)
+
+
+def transfer(db: Database, transfer_id: int) -> TransferView:
+    """A transfer with its files and the workflows that its datasets triggered."""
+    with db.read() as conn:
+        row = get_transfer(conn, transfer_id)
+        if row is None:
+            raise NotFound(
+                f"transfer {transfer_id} does not exist; list them with `dpct transfer list`"
+            )
+        return TransferView(
+            row, transfer_files_of(conn, transfer_id), workflows_of_transfer(conn, transfer_id)
+        )
