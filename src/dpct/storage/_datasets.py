@@ -42,7 +42,11 @@ def add_solutions(conn: Connection, rows: Sequence[dict[str, object]]) -> list[i
 
 def add_solution_inputs(conn: Connection, links: Iterable[tuple[int, int, str]]) -> None:
     """Record lineage: (solution id, input solution id, input data type)."""
-    rows = [{"solution_id": s, "input_solution_id": i, "input_type": t} for s, i, t in set(links)]
+    # one row per (solution, input solution): a job may read several types it wrote
+    unique = {(s, i): t for s, i, t in sorted(set(links), reverse=True)}
+    rows = [
+        {"solution_id": s, "input_solution_id": i, "input_type": t} for (s, i), t in unique.items()
+    ]
     if rows:
         conn.execute(_INSERT_LINKS, rows)
 

@@ -71,7 +71,8 @@ class StepSpec(BaseModel):
 
     ``partition`` is ``"one"`` (a single job), ``"day"``, or a duration such as
     ``"6h"`` (one job per aligned chunk); ``ccds`` / ``fovs`` multiply the chunks by
-    CCD / field of view.
+    CCD / field of view. ``cores`` overrides the task type's slots per job (e.g. the
+    ranks of an MPI solve).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -83,6 +84,7 @@ class StepSpec(BaseModel):
     partition: str = "one"
     ccds: list[int] | None = None
     fovs: list[int] | None = None
+    cores: int | None = Field(None, ge=1)
 
     @field_validator("partition")
     @classmethod

@@ -55,7 +55,7 @@ def plan_jobs(descriptor: Descriptor, spec: DataSpec) -> list[JobPlan]:
                     task_type=step.task,
                     spec=part,
                     params=params,
-                    cores=task_type.cores,
+                    cores=step.cores or task_type.cores,
                     max_attempts=task_type.max_attempts,
                     time_limit_s=task_type.time_limit_s,
                     upstream=tuple(upstream),

@@ -72,3 +72,18 @@ class Solved:
     system: gsr.GsrSystem
     result: gsr.LsqrResult
     errors: gsr.StandardErrors | None = None
+
+
+def mpi_missing() -> str | None:
+    """Why an MPI solve cannot run here (None when it can)."""
+    import importlib.util
+
+    from dpct.pipelines.gsr.mpi import MpiError, mpiexec
+
+    if importlib.util.find_spec("mpi4py") is None:
+        return "mpi4py is not installed"
+    try:
+        mpiexec()
+    except MpiError as err:
+        return str(err)
+    return None

@@ -12,8 +12,8 @@ in the virtual environment), then on ``PATH``; ``DPCT_MPIEXEC`` overrides both.
 from __future__ import annotations
 
 import argparse
-import json
 import os
+import pickle
 import shutil
 import subprocess
 import sys
@@ -23,6 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from dpct.errors import DpctError
+from dpct.pipelines.gsr._lsqr import LsqrResult
+from dpct.pipelines.gsr._progress import IterationInfo
 
 
 class MpiError(DpctError):
@@ -31,13 +33,16 @@ class MpiError(DpctError):
 
 @dataclass(frozen=True)
 class MpiSolution:
-    x: np.ndarray
-    itn: int
-    istop: int
-    r1norm: float
-    resumed_from: int
+    result: LsqrResult
+    """Rank 0's result (every rank ends with the same solution)."""
     rank_rows: list[tuple[int, int]]
     """Each rank's row range ``[first, last)`` in the saved system."""
+    iterations: list[IterationInfo]
+    """What the solver reported after each iteration of this run, for progress logs."""
+
+    @property
+    def x(self) -> np.ndarray:
+        return self.result.x
 
 
 def mpiexec() -> str:
@@ -87,16 +92,9 @@ def run_mpi(
 
 
 def read_solution(out: str | Path) -> MpiSolution:
-    with np.load(out) as z:
-        info = json.loads(str(z["info"]))
-        return MpiSolution(
-            x=z["x"].copy(),
-            itn=info["itn"],
-            istop=info["istop"],
-            r1norm=info["r1norm"],
-            resumed_from=info["resumed_from"],
-            rank_rows=[tuple(r) for r in info["rank_rows"]],
-        )
+    """Rank 0's output file (a pickle this module wrote: trusted as much as the job's folder)."""
+    with open(out, "rb") as f:
+        return pickle.load(f)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -118,6 +116,7 @@ def main(argv: list[str] | None = None) -> None:
     comm = MPI.COMM_WORLD
     rank, size = comm.Get_rank(), comm.Get_size()
     system = load_rank_rows(args.system, rank, size)
+    iterations: list[IterationInfo] = []
     result = gsr.solve(
         system,
         atol=args.atol,
@@ -125,6 +124,7 @@ def main(argv: list[str] | None = None) -> None:
         iter_lim=args.iter_lim,
         checkpoint=args.checkpoint,
         checkpoint_every=args.every,
+        callback=iterations.append if rank == 0 else None,
         comm=comm,
     )
     star = np.load(Path(args.system) / "star.npy", mmap_mode="r")
@@ -134,15 +134,13 @@ def main(argv: list[str] | None = None) -> None:
     assert mine[1] - mine[0] == system.n_rows
     rank_rows = comm.gather(mine, root=0)
     if rank == 0:
-        info = {
-            "itn": result.itn,
-            "istop": result.istop,
-            "r1norm": result.r1norm,
-            "resumed_from": result.resumed_from,
-            "rank_rows": rank_rows,
-        }
-        tmp = Path(str(args.out) + ".tmp.npz")
-        np.savez(tmp, x=result.x, info=json.dumps(info))
+        # this file runs as __main__: pickle the class under its importable name
+        from dpct.pipelines.gsr.mpi import MpiSolution
+
+        solution = MpiSolution(result, [tuple(r) for r in rank_rows], iterations)
+        tmp = Path(str(args.out) + ".tmp")
+        with open(tmp, "wb") as f:
+            pickle.dump(solution, f)
         os.replace(tmp, args.out)
 
 

@@ -14,6 +14,7 @@ using the catalogue positions, as in Gaia's own frame alignments.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -110,7 +111,10 @@ def make_report(
     if z.size:
         add("residuals", "observations", z.size)
         add("residuals", "normalised mean", z.mean())
-        add("residuals", "normalised std", z.std())
+        rows_used = _summary_value(summary, "rows")[0]
+        dof = rows_used - _summary_value(summary, "unknowns")[0]
+        expected = math.sqrt(dof / rows_used) if rows_used > 0 and dof > 0 else math.nan
+        add("residuals", "normalised std", z.std(), "", f"expected {expected:.4f}: sqrt(dof/rows)")
         add("residuals", "fraction |z| > 3", np.mean(np.abs(z) > 3), "", "Gaussian: 0.0027")
         add("residuals", "rms", np.sqrt(np.mean(_column(residuals, "residual_mas") ** 2)), "mas")
 
@@ -118,8 +122,8 @@ def make_report(
     add("solution", "stars", astrometric.num_rows)
     for name, unit in zip(ASTRO_COLUMNS, ASTRO_UNITS, strict=True):
         if astrometric.num_rows:
-            add("solution", f"median sigma {name}", np.median(_column(astrometric, f"sigma_{name}")),
-                unit)  # fmt: skip
+            sigma = np.median(_column(astrometric, f"sigma_{name}"))
+            add("solution", f"median sigma {name}", sigma, unit)
 
     # truth
     pulls = _truth(astrometric, catalogue, truth, add)
@@ -131,7 +135,10 @@ def make_report(
     return pa.table({n: [r[k] for r in rows] for k, n in enumerate(names)})
 
 
-def _truth(astrometric: pa.Table, catalogue: pa.Table, truth: pa.Table, add) -> NDArray | None:
+def _truth(
+    astrometric: pa.Table, catalogue: pa.Table, truth: pa.Table, add: Callable[..., None]
+) -> NDArray | None:
+    """Rows of the truth section; the pulls, or None without a usable truth."""
     if truth.num_rows == 0 or astrometric.num_rows == 0:
         return None
     sol_id = astrometric.column("source_id").to_numpy()

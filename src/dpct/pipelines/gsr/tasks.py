@@ -18,6 +18,7 @@ import contextlib
 import logging
 import os
 import re
+import shutil
 import time
 from pathlib import Path
 from typing import Literal
@@ -27,14 +28,17 @@ import pyarrow as pa
 from pydantic import BaseModel, Field
 
 from dpct.datamodel import DataSpec, data_type
+from dpct.pipelines.gsr import report
 from dpct.pipelines.gsr._checkpoint import checkpoint_path
-from dpct.pipelines.gsr._errors import standard_errors
+from dpct.pipelines.gsr._distributed import save_system
+from dpct.pipelines.gsr._errors import SCHUR_MAX_SHARED, standard_errors
 from dpct.pipelines.gsr._exceptions import CheckpointMismatchError, GsrInputError
 from dpct.pipelines.gsr._kernels import matvec
 from dpct.pipelines.gsr._lsqr import LsqrResult, solve
 from dpct.pipelines.gsr._progress import IterationInfo
+from dpct.pipelines.gsr._system import GsrSystem
 from dpct.pipelines.gsr.adapter import GsrInput, adapt
-from dpct.pipelines.gsr import report
+from dpct.pipelines.gsr.mpi import MpiError, run_mpi
 from dpct.pipelines.gsr.report import ASTRO_COLUMNS, ASTRO_DOC, ASTRO_UNITS
 from dpct.tasks import NoData, PermanentTaskError, task
 
@@ -97,23 +101,13 @@ data_type(
     "gsr_solution_instrument",
     1,
     [
-        ("column", "int32", "", "instrument unknown (instr_cols numbering)"),
+        ("parameter", "string", "", "instrument, or the global gamma_minus_one (PPN γ − 1)"),
+        ("column", "int32", "", "instrument unknown (instr_cols numbering); -1 if global"),
         ("solve_job", "int64", "", "job of the gsr.solve that wrote it"),
-        ("value_mas", "float64", "mas", "calibration correction"),
-        ("sigma_mas", "float64", "mas", "standard error"),
+        ("value", "float64", "mas | 1", "correction: mas for instrument, unitless for γ − 1"),
+        ("sigma", "float64", "mas | 1", "standard error, same unit"),
     ],
-    description="GSR instrument solution",
-)
-data_type(
-    "gsr_solution_global",
-    1,
-    [
-        ("name", "string", "", "global parameter (gamma_minus_one: PPN γ − 1)"),
-        ("solve_job", "int64", "", "job of the gsr.solve that wrote it"),
-        ("value", "float64", "", "solution"),
-        ("sigma", "float64", "", "standard error"),
-    ],
-    description="GSR global parameters (empty when none was solved for)",
+    description="GSR instrument and global solution (one row per unknown)",
 )
 data_type(
     "gsr_convergence",
@@ -134,7 +128,7 @@ data_type(
     description="GSR convergence history, one row per LSQR iteration",
 )
 data_type(
-    "gsr_solution_summary",
+    "gsr_summary",
     1,
     [
         ("name", "string", "", "quantity"),
@@ -192,6 +186,15 @@ class SolveConfig(BaseModel, extra="forbid"):
     min_star_rcond: float = Field(1e-9, ge=0, description="drop stars with a worse 5×5 block")
     min_star_rows: int = Field(10, ge=0, description="drop stars with fewer observations")
     log_every: int = Field(50, ge=1, description="iterations between progress lines")
+    ranks: int = Field(
+        1,
+        ge=1,
+        description="MPI ranks: above 1 the solve runs under mpiexec, rows split by star "
+        "(give the step `cores` = ranks, so the node reserves a slot per rank)",
+    )
+    device: Literal["cpu", "gpu", "auto"] = Field(
+        "cpu", description="'gpu'/'auto': the row pass on a CUDA GPU through CuPy (1 rank)"
+    )
     iteration_delay_s: float = Field(
         0.0,
         ge=0,
@@ -277,9 +280,8 @@ def _job_of(scratch: Path) -> tuple[str, int]:
         "astrometric": "gsr_solution_astrometric",
         "attitude": "gsr_solution_attitude",
         "instrument": "gsr_solution_instrument",
-        "global": "gsr_solution_global",
         "convergence": "gsr_convergence",
-        "summary": "gsr_solution_summary",
+        "summary": "gsr_summary",
         "residuals": "gsr_residuals",
     },
     config=SolveConfig,
@@ -303,7 +305,8 @@ def gsr_solve(
             catalogue,
             solve_gamma=config.solve_gamma,
             knot_ns=None if config.knot_s is None else round(config.knot_s * 1e9),
-            instrument_terms=None if config.instrument_terms is None
+            instrument_terms=None
+            if config.instrument_terms is None
             else tuple(config.instrument_terms),
             min_star_rcond=config.min_star_rcond,
             min_star_rows=config.min_star_rows,
@@ -321,7 +324,8 @@ def gsr_solve(
         system.n_constraints, inp.epoch_obmt_ns,
     )  # fmt: skip
     ckpt = checkpoint_path(scratch, key)
-    progress = _Progress(ckpt.with_name(ckpt.name.replace(".ckpt.npz", ".history.npz")), config, log)
+    history = ckpt.with_name(ckpt.name.replace(".ckpt.npz", ".history.npz"))
+    progress = _Progress(history, config, log)
     kwargs = dict(
         atol=config.atol,
         btol=config.btol,
@@ -332,20 +336,10 @@ def gsr_solve(
         checkpoint_seconds=config.checkpoint_seconds,
         callback=progress,
     )
-    try:
-        try:
-            result = solve(system, **kwargs)  # type: ignore[arg-type]
-        except CheckpointMismatchError as err:
-            # the job's inputs changed between attempts (a dataset was added or
-            # retracted): the old state belongs to another problem
-            log.warning("%s; starting afresh", err)
-            ckpt.replace(ckpt.with_suffix(".stale"))
-            progress.path.unlink(missing_ok=True)
-            progress = _Progress(progress.path, config, log)
-            kwargs["callback"] = progress
-            result = solve(system, **kwargs)  # type: ignore[arg-type]
-    except GsrInputError as err:
-        raise PermanentTaskError(f"bad GSR input: {err}") from err
+    if config.ranks > 1:
+        result = _solve_mpi(system, config, scratch, ckpt, progress, log)
+    else:
+        result = _solve_here(system, config, kwargs, ckpt, progress, log)
     log.info(
         "LSQR stopped after %d iterations (%d in this attempt, resumed from %d): %s; "
         "|r|=%.6e, unit-weight error %.4f, %.4f s per iteration",
@@ -354,10 +348,93 @@ def gsr_solve(
     )  # fmt: skip
     if result.istop == 7:
         log.warning("the iteration limit was reached before the tolerances: raise iter_lim")
+    return _products(inp, result, _sigma(system, result, config.errors, log), progress, job)
+
+
+def _solve_here(
+    system: GsrSystem,
+    config: SolveConfig,
+    kwargs: dict[str, object],
+    ckpt: Path,
+    progress: _Progress,
+    log: logging.Logger,
+) -> LsqrResult:
+    """Solve in this process (CPU or GPU), resuming from the job's checkpoint."""
+    kwargs["device"] = config.device
+    try:
+        try:
+            return solve(system, **kwargs)  # type: ignore[arg-type]
+        except CheckpointMismatchError as err:
+            # the job's inputs changed between attempts (a dataset was added or
+            # retracted): the old state belongs to another problem
+            log.warning("%s; starting afresh", err)
+            ckpt.replace(ckpt.with_suffix(".stale"))
+            progress.path.unlink(missing_ok=True)
+            progress.rows.clear()
+            progress.start = None
+            return solve(system, **kwargs)  # type: ignore[arg-type]
+    except GsrInputError as err:
+        raise PermanentTaskError(f"bad GSR input: {err}") from err
+
+
+def _solve_mpi(
+    system: GsrSystem,
+    config: SolveConfig,
+    scratch: Path,
+    ckpt: Path,
+    progress: _Progress,
+    log: logging.Logger,
+) -> LsqrResult:
+    """Solve under ``mpiexec -n ranks``: each rank reads only its stars' rows.
+
+    The node gave this job ``cores`` slots; the ranks run one thread each. Checkpoints are
+    per rank beside the job's own, so a retried MPI solve resumes too.
+    """
+    folder = save_system(system, scratch / "mpi-system")
+    try:
+        solution = run_mpi(
+            folder,
+            scratch / "mpi-solution.pickle",
+            ranks=config.ranks,
+            atol=config.atol,
+            btol=config.btol,
+            iter_lim=config.iter_lim,
+            checkpoint=ckpt,
+            checkpoint_every=config.checkpoint_every,
+        )
+    except MpiError as err:
+        if "GsrInputError" in str(err) or "bad GSR input" in str(err):
+            raise PermanentTaskError(str(err)) from err
+        raise
+    for rank, (first, last) in enumerate(solution.rank_rows):
+        log.info("MPI rank %d of %d held rows [%d, %d)", rank, config.ranks, first, last)
+    for info in solution.iterations:
+        progress(info)
+    shutil.rmtree(folder, ignore_errors=True)
+    return solution.result
+
+
+def _sigma(system: GsrSystem, result: LsqrResult, method: str, log: logging.Logger) -> np.ndarray:
+    """Standard errors; a solution without its shared errors beats no solution after hours.
+
+    The dense Schur complement is refused above SCHUR_MAX_SHARED shared unknowns and
+    fails when they are not all determined; then the attitude, instrument and global
+    errors are NaN, with a warning, and the astrometric ones (star blocks) remain.
+    """
     t0 = time.perf_counter()
-    errors = standard_errors(system, result, method=config.errors)
-    log.info("standard errors (%s) in %.2f s", config.errors, time.perf_counter() - t0)
-    return _products(inp, result, errors.sigma, progress, job)
+    if method == "schur" and system.layout.n_shared > SCHUR_MAX_SHARED:
+        log.warning(
+            "%d shared unknowns: too many for the dense Schur errors (%d); their errors "
+            "are left NaN", system.layout.n_shared, SCHUR_MAX_SHARED,
+        )  # fmt: skip
+        method = "none"
+    try:
+        sigma = standard_errors(system, result, method=method).sigma
+    except np.linalg.LinAlgError as err:
+        log.warning("Schur errors failed (%s): attitude/instrument/global errors left NaN", err)
+        sigma = standard_errors(system, result, method="none").sigma
+    log.info("standard errors (%s) in %.2f s", method, time.perf_counter() - t0)
+    return sigma
 
 
 def _products(
@@ -388,18 +465,13 @@ def _products(
     attitude |= {f"theta_{a}_mas": att[:, k] for k, a in enumerate("xyz")}
     attitude |= {f"sigma_{a}_mas": att_s[:, k] for k, a in enumerate("xyz")}
     instrument = {
-        "column": inp.instr_column.astype(np.int32),
-        "solve_job": np.full(lay.n_instr, job, np.int64),
-        "value_mas": lay.instrument(x).copy(),
-        "sigma_mas": lay.instrument(sigma).copy(),
+        "parameter": ["instrument"] * lay.n_instr + ["gamma_minus_one"] * lay.n_glob,
+        "column": np.concatenate([inp.instr_column, np.full(lay.n_glob, -1)]).astype(np.int32),
+        "solve_job": np.full(lay.n_instr + lay.n_glob, job, np.int64),
+        "value": np.concatenate([lay.instrument(x), lay.glob(x)]),
+        "sigma": np.concatenate([lay.instrument(sigma), lay.glob(sigma)]),
     }
-    glob = {
-        "name": ["gamma_minus_one"] * lay.n_glob,
-        "solve_job": np.full(lay.n_glob, job, np.int64),
-        "value": lay.glob(x).copy(),
-        "sigma": lay.glob(sigma).copy(),
-    }
-    weighted = (system.rhs * system.inv_sigma - matvec(system, x)[: system.n_rows])
+    weighted = system.rhs * system.inv_sigma - matvec(system, x)[: system.n_rows]
     residual = weighted / system.inv_sigma
     residuals = {
         "obs_id": inp.obs_id,
@@ -441,17 +513,10 @@ def _products(
         "astrometric": pa.table(cols),
         "attitude": pa.table(attitude),
         "instrument": pa.table(instrument),
-        "global": pa.table(glob, schema=_GLOBAL_SCHEMA),
         "convergence": progress.table(job),
         "summary": pa.table(summary),
         "residuals": pa.table(residuals),
     }
-
-
-_GLOBAL_SCHEMA = pa.schema(
-    [("name", pa.string()), ("solve_job", pa.int64()), ("value", pa.float64()),
-     ("sigma", pa.float64())]
-)  # fmt: skip
 
 
 class ReportConfig(BaseModel, extra="forbid"):
@@ -466,7 +531,7 @@ class ReportConfig(BaseModel, extra="forbid"):
 @task(
     "gsr.report",
     inputs={
-        "summary": "gsr_solution_summary",
+        "summary": "gsr_summary",
         "convergence": "gsr_convergence",
         "astrometric": "gsr_solution_astrometric",
         "residuals": "gsr_residuals",
