@@ -10,7 +10,7 @@ and also four at a time (``xargs -P 4``), dpct's default parallelism. The same s
 
 Usage::
 
-    python bench/ingest.py            # 8 files of 256 MiB (2.1 GB)
+    python bench/ingest.py            # 10 files of 256 MiB raw (2.2 GB as Parquet)
     python bench/ingest.py --quick    # 4 files of 64 MiB
     python bench/ingest.py --json     # last line: one JSON object
 """
@@ -108,7 +108,7 @@ def main() -> None:
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--rounds", type=int, default=3)
     args = p.parse_args()
-    files, file_mib = (4, 64) if args.quick else (8, 256)
+    files, file_mib = (4, 64) if args.quick else (10, 256)
     work = Path(tempfile.mkdtemp(prefix="ingest-", dir=HERE.parent / ".bench-tmp"))
     rows: list[Row] = []
     server = None

@@ -5,10 +5,14 @@ unknowns' vectors cross the bus (``vs`` in, ``A^T u`` out: 8 bytes per unknown e
 against ~100 bytes per observation that stay put), so LSQR's scalar recurrences stay on
 the CPU unchanged and a checkpoint written on one device resumes on the other.
 
-Two kernels per pass. The row kernel (a thread per row) forms ``u_i``, its square
-(block-reduced) and the shared unknowns' part of ``A^T u`` with atomic adds; the star
+Two kernels per pass. The row kernel (a few blocks per multiprocessor, striding over
+the rows) forms ``u_i``, its square (block-reduced) and the shared unknowns' part of
+``A^T u``: attitude columns with global atomic adds (they are many and each row hits
+other ones), the few instrument and global columns in a per-block shared-memory
+accumulator flushed once per block (every row hits them); the star
 kernel (a thread per star) sums each star's five astrometric entries from its rows,
-which are contiguous, with no atomics. The constraint rows (few and long) run on the CPU.
+which are contiguous, with no atomics. The constraint rows (few and long) are two sparse
+products on the device.
 Atomic adds change the order of the shared sums, so results agree with the CPU pass to
 rounding (~1e-15 relative per pass), not bit for bit.
 """
@@ -18,7 +22,6 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
-from dpct.pipelines.gsr._kernels import _constraint_pass
 from dpct.pipelines.gsr._system import DAYS_PER_YEAR, GsrSystem
 
 _SOURCE = r"""
@@ -37,12 +40,19 @@ extern "C" __global__ void rows(
     const double* __restrict__ vs, double c_rhs, double c_av, double c_u,
     double* __restrict__ out, double* __restrict__ ss, long long m, int ncoef,
     double knot_t0, double inv_dt, double epoch, double inv_year,
-    long long att_off, long long instr_off, int n_glob, long long glob)
+    long long att_off, long long instr_off, int n_glob, long long glob, int n_tail)
 {
-    extern __shared__ double part[];
-    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    // Shared memory: the block's sum of u^2, then (when n_tail > 0) a private
+    // accumulator for the few, hot instrument and global columns, flushed once per block:
+    // every row hits them, and global atomics on a few hundred addresses would serialise.
+    extern __shared__ double smem[];
+    double* part = smem;
+    double* tail = smem + blockDim.x;
+    for (int k = threadIdx.x; k < n_tail; k += blockDim.x) tail[k] = 0.0;
+    __syncthreads();
     double sq = 0.0;
-    if (i < m) {
+    long long stride = (long long)gridDim.x * blockDim.x;
+    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < m; i += stride) {
         int s = star[i];
         long long s5 = 5LL * s;
         double ti = t[i], dty = (ti - epoch) * inv_year;
@@ -69,7 +79,7 @@ extern "C" __global__ void rows(
         if (c_rhs != 0.0) un += c_rhs * (wi * rhs[i]);
         if (c_u != 0.0) un += c_u * u[i];
         u[i] = un;
-        sq = un * un;
+        sq += un * un;
         double g = un * wi;
         for (int q = 0; q < 4; ++q) {
             double gb = g * b[q];
@@ -77,8 +87,13 @@ extern "C" __global__ void rows(
             atomicAdd(out + ab + 3 * q + 1, gb * py);
             atomicAdd(out + ab + 3 * q + 2, gb * pz);
         }
-        for (int k = 0; k < 6; ++k) atomicAdd(out + instr_off + ic[k], g * (double)c[6 + k]);
-        if (n_glob) atomicAdd(out + glob, g * (double)c[12]);
+        if (n_tail > 0) {
+            for (int k = 0; k < 6; ++k) atomicAdd(tail + ic[k], g * (double)c[6 + k]);
+            if (n_glob) atomicAdd(tail + (n_tail - 1), g * (double)c[12]);
+        } else {
+            for (int k = 0; k < 6; ++k) atomicAdd(out + instr_off + ic[k], g * (double)c[6 + k]);
+            if (n_glob) atomicAdd(out + glob, g * (double)c[12]);
+        }
     }
     part[threadIdx.x] = sq;
     __syncthreads();
@@ -87,6 +102,9 @@ extern "C" __global__ void rows(
         __syncthreads();
     }
     if (threadIdx.x == 0) atomicAdd(ss, part[0]);
+    for (int k = threadIdx.x; k < n_tail; k += blockDim.x) {
+        if (tail[k] != 0.0) atomicAdd(out + instr_off + k, tail[k]);
+    }
 }
 
 extern "C" __global__ void stars(
@@ -118,6 +136,9 @@ extern "C" __global__ void stars(
 """
 
 _THREADS = 256
+_BLOCKS_PER_SM = 4
+_MAX_TAIL = 4096
+"""Instrument + global unknowns up to this many are accumulated in shared memory (32 KiB)."""
 
 
 def gpu_available() -> bool:
@@ -142,6 +163,7 @@ class GpuRowOperator:
         self.n = lay.n_unknowns
         module = cp.RawModule(code=_SOURCE, options=("--std=c++14",))
         self._rows = module.get_function("rows")
+        self._sms = cp.cuda.Device().attributes["MultiProcessorCount"]
         self._stars = module.get_function("stars")
         to = cp.asarray
         self._d = {
@@ -158,14 +180,24 @@ class GpuRowOperator:
         self._u = cp.zeros(system.n_rows)
         self._out = cp.zeros(self.n)
         self._ss = cp.zeros(1)
-        self.u_con = np.zeros(system.n_constraints)
+        self._u_con = cp.zeros(system.n_constraints)
+        self._c = self._ct = None
+        c = system.constraints
+        if c is not None:
+            from cupyx.scipy import sparse
+
+            shape = (c.n_rows, self.n)
+            index = (to(c.indices.astype(np.int32)), to(c.indptr.astype(np.int32)))
+            self._c = sparse.csr_matrix((to(c.data), *index), shape=shape)
+            self._ct = self._c.T.tocsr()
+            self._c_rhs = to(c.rhs)
 
     def get_u(self) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-        return self._u.get(), self.u_con.copy()
+        return self._u.get(), self._u_con.get()
 
     def set_u(self, u_obs: NDArray[np.float64], u_con: NDArray[np.float64]) -> None:
         self._u[:] = self._cp.asarray(u_obs)
-        self.u_con[:] = u_con
+        self._u_con[:] = self._cp.asarray(u_con)
 
     def apply(
         self, vs: NDArray[np.float64], c_rhs: float, c_av: float, c_u: float
@@ -177,15 +209,19 @@ class GpuRowOperator:
         self._out.fill(0.0)
         self._ss.fill(0.0)
         glob = lay.n_unknowns - 1
+        n_tail = lay.n_instr + lay.n_glob  # instrument then global: contiguous columns
+        n_tail = n_tail if n_tail <= _MAX_TAIL else 0
+        blocks = min((m + _THREADS - 1) // _THREADS, self._sms * _BLOCKS_PER_SM)
         self._rows(
-            ((m + _THREADS - 1) // _THREADS,), (_THREADS,),
+            (max(blocks, 1),), (_THREADS,),
             (d["star"], d["knot"], d["instr"], d["icols"], d["t"], d["coef"], d["rhs"],
              d["isig"], self._u, vs_d, np.float64(c_rhs), np.float64(c_av), np.float64(c_u),
              self._out, self._ss, np.int64(m), np.int32(s.coef.shape[1]),
              np.float64(s.knot_t0), np.float64(1.0 / s.knot_dt), np.float64(s.epoch),
              np.float64(1.0 / DAYS_PER_YEAR), np.int64(lay.att_offset),
-             np.int64(lay.instr_offset), np.int32(lay.n_glob), np.int64(glob)),
-            shared_mem=_THREADS * 8,
+             np.int64(lay.instr_offset), np.int32(lay.n_glob), np.int64(glob),
+             np.int32(n_tail)),
+            shared_mem=(_THREADS + n_tail) * 8,
         )  # fmt: skip
         n_stars = lay.n_stars
         self._stars(
@@ -194,12 +230,14 @@ class GpuRowOperator:
              np.int64(n_stars), np.int32(s.coef.shape[1]), np.float64(s.epoch),
              np.float64(1.0 / DAYS_PER_YEAR)),
         )  # fmt: skip
-        out = self._out.get()
-        total = float(self._ss.get()[0])
-        c = s.constraints
-        if c is not None:
-            total += _constraint_pass(
-                c.indptr, c.indices, c.data, c.rhs, self.u_con, np.ascontiguousarray(vs),
-                float(c_rhs), float(c_av), float(c_u), out,
-            )  # fmt: skip
-        return out, total
+        if self._c is not None:
+            # the constraint rows: few and long, as two sparse products on the device
+            cu = self._u_con * c_u if c_u != 0.0 else cp.zeros_like(self._u_con)
+            if c_av != 0.0:
+                cu += c_av * (self._c @ vs_d)
+            if c_rhs != 0.0:
+                cu += c_rhs * self._c_rhs
+            self._u_con = cu
+            self._out += self._ct @ cu
+            self._ss += cu @ cu
+        return self._out.get(), float(self._ss.get()[0])
