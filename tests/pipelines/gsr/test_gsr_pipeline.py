@@ -326,3 +326,42 @@ def test_a_node_runs_an_mpi_solve_on_two_slots(
     got = _solution(_product(db, standin.spec, "gsr_solution_astrometric"))
     want = system.layout.astrometric(ref.x)
     assert np.linalg.norm(got - want) <= 1e-10 * np.linalg.norm(want)
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_a_rerun_is_compared_with_the_previous_solution(
+    db: Database, settings: Settings, clock: FakeClock, standin: Inputs, tmp_path: Path
+) -> None:
+    service.install_pipeline(db, "gsr", now=clock())
+    _register(db, settings, standin, clock())
+    first = service.submit(db, "GsrRunWorkflow", standin.spec, now=clock())
+    run_inline(db, settings, clock)
+    clock.advance(60)
+    # a rerun that stops much earlier: its solution moves away from the first one
+    loose = write_descriptor(
+        tmp_path / "GsrLoose.json",
+        name="GsrLoose",
+        version=1,
+        data_type="gsr_observations",
+        steps=[
+            {"name": "solve", "task": "gsr.solve", "params": {"atol": 1e-3, "btol": 1e-3}},
+            {"name": "report", "task": "gsr.report", "depends_on": ["solve"]},
+        ],
+    )
+    service.register_descriptor(db, loose, now=clock())
+    second = service.submit(db, "GsrLoose", standin.spec, now=clock())
+    run_inline(db, settings, clock)
+    solve_jobs = [j.id for wf in (first, second) for j in service.jobs(db, wf) if j.step == "solve"]
+    astrometric = _product(db, standin.spec, "gsr_solution_astrometric")
+    by_job = {
+        job: astrometric.filter(pc.equal(astrometric.column("solve_job"), job)).sort_by("source_id")
+        for job in solve_jobs
+    }
+    change = _solution(by_job[solve_jobs[1]]) - _solution(by_job[solve_jobs[0]])
+    reports = _product(db, standin.spec, "gsr_report").to_pylist()
+    latest = [r for r in reports if r["section"] == "previous"]
+    values = {r["quantity"]: r["value"] for r in latest}
+    assert values["previous solve job"] == solve_jobs[0]
+    assert values["stars in common"] == len(by_job[solve_jobs[0]])
+    expected = np.sqrt(np.mean(change[:, 2] ** 2))
+    assert expected > 0 and values["rms change parallax_mas"] == pytest.approx(expected)

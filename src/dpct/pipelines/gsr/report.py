@@ -79,6 +79,7 @@ def make_report(
     *,
     max_unit_weight_error: float = 1.2,
     plot_path: Path | None = None,
+    previous: pa.Table | None = None,
 ) -> pa.Table:
     """The ``gsr_report`` rows of one solve's products (and the figure, if asked)."""
     rows: list[tuple[str, str, float, str, str]] = []
@@ -125,6 +126,10 @@ def make_report(
             sigma = np.median(_column(astrometric, f"sigma_{name}"))
             add("solution", f"median sigma {name}", sigma, unit)
 
+    # the previous solution of the range (an earlier solve job), if any
+    if previous is not None and previous.num_rows and astrometric.num_rows:
+        _previous(astrometric, previous, add)
+
     # truth
     pulls = _truth(astrometric, catalogue, truth, add)
 
@@ -133,6 +138,28 @@ def make_report(
         add("plot", "figure", math.nan, "", str(plot_path))
     names = ("section", "quantity", "value", "unit", "note")
     return pa.table({n: [r[k] for r in rows] for k, n in enumerate(names)})
+
+
+def _previous(astrometric: pa.Table, previous: pa.Table, add: Callable[..., None]) -> None:
+    """How far the solution moved from the previous one, in mas and in its own sigmas."""
+    job = int(previous.column("solve_job")[0].as_py())
+    ids, here, there = np.intersect1d(
+        astrometric.column("source_id").to_numpy(),
+        previous.column("source_id").to_numpy(),
+        return_indices=True,
+    )
+    add("previous", "previous solve job", job, "", "the latest earlier solve of this range")
+    add("previous", "stars in common", ids.size)
+    if not ids.size:
+        return
+    for name, unit in zip(ASTRO_COLUMNS, ASTRO_UNITS, strict=True):
+        diff = (
+            _column(astrometric, f"delta_{name}")[here] - _column(previous, f"delta_{name}")[there]
+        )
+        sigma = _column(astrometric, f"sigma_{name}")[here]
+        add("previous", f"rms change {name}", np.sqrt(np.mean(diff**2)), unit)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            add("previous", f"rms change / sigma {name}", np.sqrt(np.nanmean((diff / sigma) ** 2)))
 
 
 def _truth(

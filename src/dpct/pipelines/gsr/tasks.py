@@ -552,7 +552,7 @@ def gsr_report(
     log: logging.Logger,
     scratch: Path,
 ) -> pa.Table:
-    """Convergence, residuals and (when a truth is registered) pulls of the latest solve."""
+    """Convergence, residuals, change from the previous solve and (with a truth) pulls."""
     if summary.num_rows == 0:
         raise NoData("no GSR solution in this range")
     job = int(np.max(summary.column("solve_job").to_numpy()))
@@ -565,6 +565,10 @@ def gsr_report(
             ("residuals", residuals),
         )
     }
+    earlier = [
+        int(j) for j in np.unique(astrometric.column("solve_job").to_numpy()) if int(j) < job
+    ]
+    previous = report.latest(astrometric, max(earlier)) if earlier else None
     plot_path = None
     if config.plot:
         plot_path = _plot_path(log, scratch)
@@ -577,6 +581,7 @@ def gsr_report(
         truth,
         max_unit_weight_error=config.max_unit_weight_error,
         plot_path=plot_path,
+        previous=previous,
     )
     if plot_path is not None:
         log.info("plot of solve job %d written to %s", job, plot_path)
