@@ -193,7 +193,9 @@ class SolveConfig(BaseModel, extra="forbid"):
         "(give the step `cores` = ranks, so the node reserves a slot per rank)",
     )
     device: Literal["cpu", "gpu", "auto"] = Field(
-        "cpu", description="'gpu'/'auto': the row pass on a CUDA GPU through CuPy (1 rank)"
+        "auto",
+        description="where the row pass runs (1 rank): 'auto' uses a CUDA GPU when CuPy "
+        "sees one, else the CPU; 'cpu' always gives the reference arithmetic",
     )
     iteration_delay_s: float = Field(
         0.0,
