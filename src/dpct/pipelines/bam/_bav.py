@@ -1,0 +1,230 @@
+"""The basic-angle variation: the series from fringe phases, its model and its jumps.
+
+ΔΓ(t) is the difference of the two fields' pattern shifts. Its model is a sum of spin
+harmonics ``C_k cos kΩ + S_k sin kΩ`` (Ω the heliotropic spin phase), a polynomial in time
+for the slow drift, and steps at the jumps; a weighted linear least-squares fit gives
+every coefficient with its formal error. Jumps are found one at a time where a step
+best explains the residuals (a weighted two-segment t statistic from cumulative sums,
+O(n)), placed at the sample that minimises the residual sum of squares nearby, added to
+the model, and the model is refitted until no step stands out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+
+PIXEL_AL_UAS = 58_933.0
+"""Along-scan pixel size on the sky (µas): a pattern shift s adds 2π s / (P · this) to φ."""
+
+NS_PER_DAY = 86_400 * 10**9
+
+
+def shift_uas(
+    phase_rad: NDArray[np.float64], period_px: NDArray[np.float64]
+) -> NDArray[np.float64]:
+    return phase_rad * period_px * PIXEL_AL_UAS / (2 * np.pi)
+
+
+@dataclass(frozen=True)
+class BavSeries:
+    obmt_ns: NDArray[np.int64]
+    bav_uas: NDArray[np.float64]
+    err_uas: NDArray[np.float64]
+    image_id: NDArray[np.int64]
+
+
+def bav_series(
+    image_id: NDArray[np.int64],
+    obmt_ns: NDArray[np.int64],
+    fov: NDArray[np.integer],
+    phase_rad: NDArray[np.float64],
+    phase_err_rad: NDArray[np.float64],
+    period_px: NDArray[np.float64],
+    good: NDArray[np.bool_],
+) -> BavSeries:
+    """ΔΓ = shift(preceding) − shift(following) for images whose two fields are both good.
+
+    A phase is known modulo 2π, and the two fields' periods differ, so each field's
+    phases are unwrapped on their own, to within π of the field's median (a pattern
+    moves by a few hundredths of a period in a day), before they become shifts.
+    """
+    keep = good & np.isfinite(phase_rad)
+    p = keep & (fov == 0)
+    f = keep & (fov == 1)
+    ids, ip, jf = np.intersect1d(image_id[p], image_id[f], return_indices=True)
+    sp, sf = np.flatnonzero(p)[ip], np.flatnonzero(f)[jf]
+    s_p = shift_uas(_unwrap(phase_rad[sp]), period_px[sp])
+    s_f = shift_uas(_unwrap(phase_rad[sf]), period_px[sf])
+    bav = s_p - s_f
+    err = np.hypot(
+        shift_uas(phase_err_rad[sp], period_px[sp]), shift_uas(phase_err_rad[sf], period_px[sf])
+    )
+    order = np.argsort(obmt_ns[sp], kind="stable")
+    return BavSeries(obmt_ns[sp][order], bav[order], err[order], ids[order])
+
+
+def _unwrap(phase: NDArray[np.float64]) -> NDArray[np.float64]:
+    if phase.size == 0:
+        return phase
+    centre = np.angle(np.mean(np.exp(1j * phase)))  # a circular mean: safe across ±π
+    return centre + np.angle(np.exp(1j * (phase - centre)))
+
+
+@dataclass(frozen=True)
+class BavFit:
+    """A fitted BAV model; coefficients in µas (drift: µas per day^k from ``t0_ns``)."""
+
+    harmonics: int
+    cos_uas: NDArray[np.float64]
+    sin_uas: NDArray[np.float64]
+    cos_err_uas: NDArray[np.float64]
+    sin_err_uas: NDArray[np.float64]
+    drift: NDArray[np.float64]
+    jump_obmt_ns: NDArray[np.int64]
+    jump_uas: NDArray[np.float64]
+    jump_err_uas: NDArray[np.float64]
+    t0_ns: int
+    residual_uas: NDArray[np.float64]
+    chi2: float
+    dof: int
+
+    @property
+    def amplitude_uas(self) -> NDArray[np.float64]:
+        return np.hypot(self.cos_uas, self.sin_uas)
+
+    @property
+    def phase_rad(self) -> NDArray[np.float64]:
+        return np.arctan2(self.sin_uas, self.cos_uas)
+
+
+def _design(
+    t_ns: NDArray[np.int64],
+    omega: NDArray[np.float64],
+    harmonics: int,
+    drift_degree: int,
+    jumps_ns: NDArray[np.int64],
+    t0_ns: int,
+) -> NDArray[np.float64]:
+    days = (t_ns - t0_ns) / NS_PER_DAY
+    cols = [days**d for d in range(drift_degree + 1)]
+    cols += [(t_ns >= tj).astype(np.float64) for tj in jumps_ns]
+    for k in range(1, harmonics + 1):
+        cols += [np.cos(k * omega), np.sin(k * omega)]
+    return np.stack(cols, axis=1)
+
+
+def fit_bav(
+    series: BavSeries,
+    omega: NDArray[np.float64],
+    *,
+    harmonics: int = 8,
+    drift_degree: int = 2,
+    jumps_ns: NDArray[np.int64] | None = None,
+) -> BavFit:
+    """Weighted least squares of harmonics + drift polynomial + steps at ``jumps_ns``."""
+    jumps = np.sort(np.asarray([] if jumps_ns is None else jumps_ns, dtype=np.int64))
+    t = series.obmt_ns
+    if t.size == 0:
+        raise ValueError("no BAV samples to fit (every image flagged?)")
+    t0 = int(t[0])
+    a = _design(t, omega, harmonics, drift_degree, jumps, t0)
+    w = 1.0 / series.err_uas
+    aw = a * w[:, None]
+    coef, *_ = np.linalg.lstsq(aw, series.bav_uas * w, rcond=None)
+    cov = np.linalg.inv(aw.T @ aw)
+    err = np.sqrt(np.diag(cov))
+    resid = series.bav_uas - a @ coef
+    nd = drift_degree + 1
+    nj = jumps.size
+    h = coef[nd + nj :].reshape(harmonics, 2)
+    he = err[nd + nj :].reshape(harmonics, 2)
+    return BavFit(
+        harmonics=harmonics,
+        cos_uas=h[:, 0],
+        sin_uas=h[:, 1],
+        cos_err_uas=he[:, 0],
+        sin_err_uas=he[:, 1],
+        drift=coef[:nd],
+        jump_obmt_ns=jumps,
+        jump_uas=coef[nd : nd + nj],
+        jump_err_uas=err[nd : nd + nj],
+        t0_ns=t0,
+        residual_uas=resid,
+        chi2=float(((resid * w) ** 2).sum()),
+        dof=int(t.size - a.shape[1]),
+    )
+
+
+def step_statistic(resid: NDArray[np.float64], err: NDArray[np.float64]) -> NDArray[np.float64]:
+    """For a step before sample j (j = 1 … n−1): the weighted difference of the means
+    after and before, in units of its error."""
+    w = 1.0 / err**2
+    cw = np.cumsum(w)[:-1]
+    cr = np.cumsum(w * resid)[:-1]
+    total_w, total_r = cw[-1] + w[-1], cr[-1] + w[-1] * resid[-1]
+    left_mean = cr / cw
+    right_w = total_w - cw
+    right_mean = (total_r - cr) / right_w
+    return (right_mean - left_mean) / np.sqrt(1.0 / cw + 1.0 / right_w)
+
+
+def _best_position(resid: NDArray[np.float64], err: NDArray[np.float64], j: int, span: int) -> int:
+    """The step position near ``j`` with the smallest weighted residual sum of squares."""
+    lo, hi = max(1, j - span), min(resid.size - 1, j + span)
+    seg_r, seg_e = resid[lo - 1 : hi + 1], err[lo - 1 : hi + 1]
+    best, best_cost = j, np.inf
+    for c in range(lo, hi + 1):
+        k = c - (lo - 1)
+        left, right = slice(0, k), slice(k, None)
+        cost = 0.0
+        for part in (left, right):
+            ww = 1.0 / seg_e[part] ** 2
+            if ww.size:
+                mean = (ww * seg_r[part]).sum() / ww.sum()
+                cost += (ww * (seg_r[part] - mean) ** 2).sum()
+        if cost < best_cost:
+            best, best_cost = c, cost
+    return best
+
+
+def detect_jumps(
+    series: BavSeries,
+    omega: NDArray[np.float64],
+    *,
+    harmonics: int = 8,
+    drift_degree: int = 2,
+    threshold: float = 8.0,
+    max_jumps: int = 50,
+    refine_span: int = 50,
+) -> BavFit:
+    """Fit the model, adding jumps while a step stands out by more than ``threshold`` σ.
+
+    The default threshold keeps false alarms away over a week of data (the largest
+    step statistic of pure noise over 5·10⁵ samples is about 5), while a jump of 5
+    per-sample σ sits hundreds of σ above it.
+    """
+    jumps: list[int] = []
+    fit = fit_bav(series, omega, harmonics=harmonics, drift_degree=drift_degree)
+    t = series.obmt_ns
+    for _ in range(max_jumps):
+        stat = np.abs(step_statistic(fit.residual_uas, series.err_uas))
+        if stat.size == 0:
+            break
+        j = int(np.argmax(stat)) + 1
+        if stat[j - 1] < threshold:
+            break
+        j = _best_position(fit.residual_uas, series.err_uas, j, refine_span)
+        if int(t[j]) in jumps:
+            break
+        jumps.append(int(t[j]))
+        fit = fit_bav(
+            series,
+            omega,
+            harmonics=harmonics,
+            drift_degree=drift_degree,
+            jumps_ns=np.array(jumps, dtype=np.int64),
+        )
+    return fit
