@@ -89,3 +89,26 @@ def test_a_pulled_day_of_bam_images_is_processed(
     assert (z**2).sum() < stats.chi2.isf(0.001, z.size)
     resid = bav.column("residual_uas").to_numpy() / bav.column("err_uas").to_numpy()
     assert 0.9 < np.std(resid) < 1.1
+
+    # the report workflow followed the day's harmonics; its series are the products'
+    (rep,) = service.workflows(db, name="BAMReportAutWorkflow")
+    assert rep.workflow.status == "SUCCESS"
+    report = _product(db, "bam_report")
+    series = report.column("series").to_numpy()
+    amp = report.filter(pa.array(series == "harmonic amplitude")).sort_by("x")
+    assert amp.column("x").to_pylist() == list(range(1, 9))
+    np.testing.assert_allclose(
+        amp.column("y").to_numpy(), harmonics.column("amplitude_uas").to_numpy()
+    )
+    (jump,) = report.filter(pa.array(series == "jump")).to_pylist()
+    assert jump["x"] == first_after and jump["y"] == jumps.column("jump_uas")[0].as_py()
+    hourly = report.filter(pa.array(series == "hourly bav_uas"))
+    assert hourly.num_rows == 24  # one point per hour of the day, the gap hour included
+    b = bav.column("bav_uas").to_numpy()
+    w = 1 / bav.column("err_uas").to_numpy() ** 2
+    first = bav_t < bav_t.min() + 3600 * 10**9
+    assert hourly.column("y")[0].as_py() == pytest.approx((w * b)[first].sum() / w[first].sum())
+    assert report.filter(pa.array(series == "bav vs bam bench temperature")).num_rows == 24
+    logs = list(settings.logs_dir.rglob("*.bam_report.*"))
+    assert {p.suffix for p in logs} == {".png", ".html"}
+    assert logs[0].stat().st_size > 0

@@ -8,6 +8,7 @@ runs them once a day of images has been registered.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -221,3 +222,56 @@ def bav(
             {"obmt_ns": fit.jump_obmt_ns, "jump_uas": fit.jump_uas, "err_uas": fit.jump_err_uas}
         ),
     }
+
+
+data_type(
+    "bam_report",
+    1,
+    [
+        ("series", "string", "", "which series the point belongs to"),
+        ("x", "float64", "", "abscissa (OBMT ns, harmonic k or temperature K: see note)"),
+        ("y", "float64", "uas", "value"),
+        ("y_err", "float64", "uas", "its error (0 when none)"),
+        ("note", "string", "", "units of x and y"),
+    ],
+    description="BAM daily report: hourly ΔΓ, model and residuals, harmonics, jumps, vs HK",
+)
+
+
+@task(
+    "bam.report",
+    inputs={"bav": "bam_bav", "harmonics": "bam_harmonics", "jumps": "bam_jumps", "hk": "hk"},
+    outputs={"report": "bam_report"},
+)
+def bam_report(
+    bav: pa.Table,
+    harmonics: pa.Table,
+    jumps: pa.Table,
+    hk: pa.Table,
+    spec: DataSpec,
+    log: logging.Logger,
+    scratch: Path,
+) -> pa.Table:
+    """The day's series as a product; a PNG and an HTML page next to the job's log."""
+    from dpct.pipelines.bam import report
+
+    if bav.num_rows == 0:
+        raise NoData(f"no BAV series in {spec}")
+    table, summary = report.make_report(bav, harmonics, jumps, hk)
+    base = _report_base(log, scratch)
+    figure = base.with_suffix(".bam_report.png")
+    report.write_figure(table, figure)
+    page = base.with_suffix(".bam_report.html")
+    report.write_page(summary, figure, page, f"BAM report {spec.text}")
+    log.info("report: %s; figure %s, page %s", summary, figure, page)
+    return table
+
+
+def _report_base(log: logging.Logger, scratch: Path) -> Path:
+    """Next to the job's log when it has one (operators look there), else in scratch."""
+    for handler in log.handlers:
+        base = getattr(handler, "baseFilename", None)
+        if base:
+            return Path(base)
+    scratch.mkdir(parents=True, exist_ok=True)
+    return scratch / "bam"
