@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field
 from dpct.datamodel import DataSpec, data_type
 from dpct.pipelines.bam._bav import bav_series, detect_jumps
 from dpct.pipelines.bam._fringe import BAD_FLAGS, BAD_INTERVAL, calibrate_shapes, fit_fringes
-from dpct.tasks import NoData, task
+from dpct.tasks import NoData, beside_job_log, task
 
 data_type(
     "bam_fringes",
@@ -258,20 +258,9 @@ def bam_report(
     if bav.num_rows == 0:
         raise NoData(f"no BAV series in {spec}")
     table, summary = report.make_report(bav, harmonics, jumps, hk)
-    base = _report_base(log, scratch)
-    figure = base.with_suffix(".bam_report.png")
+    figure = beside_job_log(log, scratch, "bam_report.png")
     report.write_figure(table, figure)
-    page = base.with_suffix(".bam_report.html")
+    page = beside_job_log(log, scratch, "bam_report.html")
     report.write_page(summary, figure, page, f"BAM report {spec.text}")
     log.info("report: %s; figure %s, page %s", summary, figure, page)
     return table
-
-
-def _report_base(log: logging.Logger, scratch: Path) -> Path:
-    """Next to the job's log when it has one (operators look there), else in scratch."""
-    for handler in log.handlers:
-        base = getattr(handler, "baseFilename", None)
-        if base:
-            return Path(base)
-    scratch.mkdir(parents=True, exist_ok=True)
-    return scratch / "bam"

@@ -14,7 +14,6 @@ with the library's message: retrying cannot fix the data.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import re
@@ -40,7 +39,7 @@ from dpct.pipelines.gsr._system import GsrSystem
 from dpct.pipelines.gsr.adapter import GsrInput, adapt
 from dpct.pipelines.gsr.mpi import MpiError, run_mpi
 from dpct.pipelines.gsr.report import ASTRO_COLUMNS, ASTRO_DOC, ASTRO_UNITS
-from dpct.tasks import NoData, PermanentTaskError, task
+from dpct.tasks import NoData, PermanentTaskError, beside_job_log, task
 
 WORKFLOWS = Path(__file__).with_name("workflows")
 
@@ -573,7 +572,7 @@ def gsr_report(
     previous = report.latest(astrometric, max(earlier)) if earlier else None
     plot_path = None
     if config.plot:
-        plot_path = _plot_path(log, scratch)
+        plot_path = beside_job_log(log, scratch, "gsr_report.png")
     rows = report.make_report(
         pick["summary"],
         pick["convergence"],
@@ -588,17 +587,6 @@ def gsr_report(
     if plot_path is not None:
         log.info("plot of solve job %d written to %s", job, plot_path)
     return rows
-
-
-def _plot_path(log: logging.Logger, scratch: Path) -> Path:
-    """Next to the job's log when it has one (operators look there), else in scratch."""
-    for handler in log.handlers:
-        base = getattr(handler, "baseFilename", None)
-        if base:
-            return Path(base).with_suffix(".gsr_report.png")
-    with contextlib.suppress(OSError):
-        scratch.mkdir(parents=True, exist_ok=True)
-    return scratch / "gsr_report.png"
 
 
 __all__ = ["WORKFLOWS", "ReportConfig", "SolveConfig", "gsr_report", "gsr_solve"]
