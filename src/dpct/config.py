@@ -38,6 +38,9 @@ class Settings(BaseSettings):
     log_backups: int = 3
     store_url: str = ""
     """Where product files live: an fsspec URL or folder (default ``<home>/products``)."""
+    outbox_url: str = ""
+    """Where pipelines deliver products for the upstream center: a folder or s3:// URL
+    (default ``<home>/outbox``); each delivery is a sealed subfolder."""
 
     @field_validator("home")
     @classmethod
@@ -62,6 +65,10 @@ class Settings(BaseSettings):
     @property
     def store_root(self) -> str:
         return self.store_url or str(self.products_dir)
+
+    @property
+    def outbox(self) -> str:
+        return self.outbox_url or str(self.home / "outbox")
 
     @property
     def logs_dir(self) -> Path:

@@ -238,7 +238,11 @@ def tasks(as_json: Json = False) -> None:
             (
                 t.name,
                 t.version,
-                ", ".join(f"{k}:{v}" for k, v in t.inputs.items()),
+                ", ".join(
+                    f"{k}:{v}"
+                    + ("" if t.selections.get(k, "overlap") == "overlap" else f"@{t.selections[k]}")
+                    for k, v in t.inputs.items()
+                ),
                 ", ".join(f"{k}:{v}" for k, v in t.outputs.items()),
                 t.cores,
                 t.max_attempts,

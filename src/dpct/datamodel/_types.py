@@ -56,8 +56,11 @@ class DataType:
     """A registered product type. ``time_column`` names the OBMT column, if any.
 
     ``intermediate`` types are only needed until their run is closed: run check closure
-    deletes them. It describes how long the data live, not what they hold, so it stays
-    out of the Arrow schema (a product file reads the same either way).
+    deletes them. ``supersede`` types keep one current version per interval: a job's
+    newer output over exactly the same interval (a reprocessing) replaces the older one
+    as an input, which stays stored as SUPERSEDED for lineage. Both describe how the
+    data live, not what they hold, so they stay out of the Arrow schema (a product file
+    reads the same either way).
     """
 
     name: str
@@ -66,6 +69,7 @@ class DataType:
     description: str = ""
     time_column: str | None = None
     intermediate: bool = False
+    supersede: bool = False
     schema: pa.Schema = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -199,7 +203,10 @@ def data_type(
     description: str = "",
     time_column: str | None = None,
     intermediate: bool = False,
+    supersede: bool = False,
 ) -> DataType:
     """Declare and register a data type; columns may be ``(name, dtype, unit, doc)``."""
     cols = tuple(c if isinstance(c, Column) else Column(*c) for c in columns)
-    return DATA_TYPES.add(DataType(name, version, cols, description, time_column, intermediate))
+    return DATA_TYPES.add(
+        DataType(name, version, cols, description, time_column, intermediate, supersede)
+    )

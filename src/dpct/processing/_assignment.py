@@ -22,8 +22,8 @@ from dpct.storage import (
     InputRef,
     LeasedJob,
     delete_product,
-    find_datasets,
     read_product,
+    select_datasets,
     store_at,
 )
 from dpct.tasks import TASK_TYPES, NoData, PermanentTaskError, TransientError
@@ -60,7 +60,9 @@ def resolve_inputs(conn, job: LeasedJob) -> dict[str, list[InputFile]]:
     return {
         name: [
             InputFile(d.id, d.solution_id, d.location)
-            for d in find_datasets(conn, job.spec.with_type(data_type))
+            for d in select_datasets(
+                conn, job.spec.with_type(data_type), task_type.selections.get(name, "overlap")
+            )
         ]
         for name, data_type in task_type.inputs.items()
     }

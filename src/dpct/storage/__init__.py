@@ -5,7 +5,7 @@ the transaction (``with db.write() as conn:``), so a service can group several o
 into one atomic change.
 """
 
-from dpct.storage._database import Database
+from dpct.storage._database import Database, settings_database
 from dpct.storage._datasets import (
     add_datasets,
     coverage_gaps,
@@ -16,6 +16,7 @@ from dpct.storage._datasets import (
     lineage,
     list_datasets,
     register_dataset,
+    select_datasets,
 )
 from dpct.storage._events import add_events, list_events
 from dpct.storage._firings import claim_firing, get_cursor, record_firing_workflow, set_cursor
@@ -44,6 +45,7 @@ from dpct.storage._records import (
     ACTIVE_JOB_STATES,
     BAD_JOB_STATES,
     DONE_JOB_STATES,
+    RUN_SOFTWARE,
     Completion,
     DatasetRow,
     DatasetState,
@@ -64,6 +66,7 @@ from dpct.storage._records import (
     WorkflowRow,
     WorkflowStatus,
 )
+from dpct.storage._runs import join_run, refresh_run_status
 from dpct.storage._store import (
     ProductStore,
     delete_product,
@@ -108,6 +111,7 @@ __all__ = [
     "ACTIVE_JOB_STATES",
     "BAD_JOB_STATES",
     "DONE_JOB_STATES",
+    "RUN_SOFTWARE",
     "CommitResult",
     "Completion",
     "Database",
@@ -162,6 +166,7 @@ __all__ = [
     "insert_workflow",
     "job_counts",
     "jobs_of",
+    "join_run",
     "lease_jobs",
     "lineage",
     "list_datasets",
@@ -180,13 +185,16 @@ __all__ = [
     "read_product",
     "record_firing_workflow",
     "record_transfer_file",
+    "refresh_run_status",
     "refresh_workflow_status",
     "register_dataset",
     "resume_failed_jobs",
     "save_descriptor",
+    "select_datasets",
     "set_cursor",
     "set_task_limits",
     "set_workflow_priority",
+    "settings_database",
     "sha256_file",
     "start_transfer",
     "store_at",

@@ -182,7 +182,7 @@ def check_closure(
         found = intermediate_datasets(conn, run_ids, intermediate)
         why = f"intermediate data of {sw} runs closed by run check {check_id}"
         marked: set[int] = set()
-        for state in (DatasetState.AVAILABLE, DatasetState.RETRACTED):
+        for state in (DatasetState.AVAILABLE, DatasetState.RETRACTED, DatasetState.SUPERSEDED):
             ids = [ds.id for ds in found if ds.state == state]
             for first in range(0, len(ids), _BATCH):
                 marked.update(

@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 
+from dpct.config import Settings
 from dpct.errors import ConfigError, DatabaseUnreachable, SchemaOutdated, StorageError
 
 T = TypeVar("T")
@@ -235,3 +236,17 @@ def _is_retryable(err: sa.exc.OperationalError) -> bool:
 def _first_line(err: BaseException) -> str:
     orig = getattr(err, "orig", None) or err
     return str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
+
+
+@contextmanager
+def settings_database(settings: Settings) -> Iterator[Database]:
+    """The metadata database of ``settings``, opened for one piece of work and disposed.
+
+    For the few tasks that must record in the database themselves (housekeeping,
+    outbound deliveries) rather than through their outputs; the database must exist.
+    """
+    db = Database(settings.url, sqlite_synchronous=settings.sqlite_synchronous, create=False)
+    try:
+        yield db
+    finally:
+        db.dispose()

@@ -7,7 +7,8 @@ from collections.abc import Iterable, Sequence
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from dpct.datamodel import DataSpec
+from dpct.datamodel import DATA_TYPES, DataSpec
+from dpct.errors import UnknownDataType
 from dpct.storage._events import add_events
 from dpct.storage._records import DatasetRow, DatasetState, InputRef, OutputFile, SolutionRow
 from dpct.storage._schema import configurations, datasets, solution_inputs, solutions
@@ -96,7 +97,44 @@ def add_datasets(
             for i, f in zip(ids, files, strict=True)
         ],
     )
+    if job_id is not None:
+        _supersede(conn, [(i, f) for i, f in zip(ids, files, strict=True)], now)
     return ids
+
+
+def _supersedes(data_type: str) -> bool:
+    try:
+        return DATA_TYPES.get(data_type).supersede
+    except UnknownDataType:
+        return False
+
+
+def _supersede(conn: Connection, new: Sequence[tuple[int, OutputFile]], now: float) -> None:
+    """Older AVAILABLE datasets over exactly a new one's interval become SUPERSEDED."""
+    d = datasets.c
+    events = []
+    for dataset_id, f in new:
+        if not _supersedes(f.data_type):
+            continue
+        same = sa.and_(
+            d.data_type == f.data_type,
+            d.obmt_start_ns == f.spec.start_ns,
+            d.obmt_end_ns == f.spec.end_ns,
+            d.ccd.is_(None) if f.spec.ccd is None else d.ccd == f.spec.ccd,
+            d.fov.is_(None) if f.spec.fov is None else d.fov == f.spec.fov,
+            d.state == DatasetState.AVAILABLE,
+            d.id < dataset_id,
+        )
+        old = conn.execute(sa.select(d.id).where(same)).scalars().all()
+        if old:
+            conn.execute(
+                sa.update(datasets).where(d.id.in_(old)).values(state=DatasetState.SUPERSEDED)
+            )
+            events += [
+                ("DSS", "dataset.superseded", "dataset", int(i), f"by dataset {dataset_id}")
+                for i in old
+            ]
+    add_events(conn, now, events)
 
 
 def register_dataset(
@@ -170,6 +208,30 @@ def find_datasets(conn: Connection, spec: DataSpec) -> list[DatasetRow]:
     """Available datasets of ``spec``'s type overlapping it, in OBMT then id order."""
     query = _overlapping(spec).order_by(datasets.c.obmt_start_ns, datasets.c.id)
     return [_dataset_row(r) for r in conn.execute(query)]
+
+
+def select_datasets(conn: Connection, spec: DataSpec, selection: str) -> list[DatasetRow]:
+    """The datasets a job's input reads, by the input's selection (see dpct.tasks)."""
+    if selection == "overlap":
+        return find_datasets(conn, spec)
+    d = datasets.c
+    query = sa.select(datasets).where(
+        d.data_type == spec.data_type, d.state == DatasetState.AVAILABLE
+    )
+    if spec.ccd is not None:
+        query = query.where(sa.or_(d.ccd.is_(None), d.ccd == spec.ccd))
+    if spec.fov is not None:
+        query = query.where(sa.or_(d.fov.is_(None), d.fov == spec.fov))
+    if selection == "before":
+        query = query.where(d.obmt_end_ns <= spec.start_ns).order_by(
+            d.obmt_end_ns.desc(), d.id.desc()
+        )
+    elif selection == "newest":
+        query = query.order_by(d.id.desc())
+    else:
+        raise ValueError(f"unknown input selection {selection!r}")
+    row = conn.execute(query.limit(1)).first()
+    return [_dataset_row(row)] if row is not None else []
 
 
 def datasets_after(conn: Connection, after_id: int, limit: int = 1000) -> list[DatasetRow]:

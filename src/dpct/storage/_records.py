@@ -37,6 +37,8 @@ class DatasetState(StrEnum):
     AVAILABLE = "AVAILABLE"
     RETRACTED = "RETRACTED"
     DELETED = "DELETED"
+    SUPERSEDED = "SUPERSEDED"
+    """A newer job output over the same interval replaced it (types with ``supersede``)."""
 
 
 @dataclass(frozen=True, slots=True)

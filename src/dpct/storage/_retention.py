@@ -31,12 +31,15 @@ def list_retention(conn: Connection) -> dict[str, float]:
 
 
 def due_for_deletion(conn: Connection, now: float, limit: int = 10_000) -> list[DatasetRow]:
-    """Available datasets older than their type's retention, oldest first."""
+    """Available (or superseded) datasets older than their type's retention, oldest first."""
     d, r = datasets.c, retention_rules.c
     query = (
         sa.select(datasets)
         .join(retention_rules, r.data_type == d.data_type)
-        .where(d.state == DatasetState.AVAILABLE, d.created_at < now - r.keep_days * DAY_S)
+        .where(
+            d.state.in_([DatasetState.AVAILABLE, DatasetState.SUPERSEDED]),
+            d.created_at < now - r.keep_days * DAY_S,
+        )
         .order_by(d.created_at, d.id)
         .limit(limit)
     )

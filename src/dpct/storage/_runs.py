@@ -49,6 +49,34 @@ def insert_run(
     return run_id
 
 
+def join_run(conn: Connection, *, sw: str, start_ns: int, period_ns: int, now: float) -> int:
+    """The open run of ``sw`` over the aligned period holding ``start_ns``; defined if none.
+
+    Aligned periods of one length tile the time line, so the runs a descriptor's
+    workflows join pass closure by construction. A closed or ignored run of the same
+    period is not reused: work after closure starts a new run, which closure will then
+    report as an overlap for an operator to settle.
+    """
+    lo = start_ns - start_ns % period_ns
+    hi = lo + period_ns
+    r = runs.c
+    found = conn.execute(
+        sa.select(r.id)
+        .where(
+            r.sw == sw,
+            r.obmt_start_ns == lo,
+            r.obmt_end_ns == hi,
+            r.closed.is_(False),
+            r.ignored.is_(False),
+        )
+        .order_by(r.id.desc())
+        .limit(1)
+    ).scalar()
+    if found is not None:
+        return int(found)
+    return insert_run(conn, sw=sw, start_ns=lo, end_ns=hi, now=now, note="defined by a workflow")
+
+
 def _run_row(row: sa.Row, workflow_ids: Sequence[int] = ()) -> RunRow:
     return RunRow(**row._mapping, workflow_ids=tuple(workflow_ids))
 

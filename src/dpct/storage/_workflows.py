@@ -17,6 +17,7 @@ from dpct.storage._records import (
     WorkflowRow,
     WorkflowStatus,
 )
+from dpct.storage._runs import refresh_run_status
 from dpct.storage._schema import (
     job_deps,
     jobs,
@@ -368,6 +369,14 @@ def refresh_workflow_status(conn: Connection, workflow_ids: Iterable[int], now: 
             ("RMS", f"workflow.{new.lower()}", "workflow", wf_id, f"{name} {current} → {new}")
         )
     add_events(conn, now, changes)
+    if changes:
+        changed = [c[3] for c in changes]
+        run_ids = conn.execute(
+            sa.select(workflows.c.run_id)
+            .where(workflows.c.id.in_(changed), workflows.c.run_id.is_not(None))
+            .distinct()
+        ).scalars()
+        refresh_run_status(conn, list(run_ids), now)
 
 
 def mark_workflows_started(conn: Connection, workflow_ids: Iterable[int], now: float) -> None:

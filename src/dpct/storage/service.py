@@ -51,11 +51,10 @@ def prune(db: Database, *, now: float | None = None, dry_run: bool = False) -> l
         due = due_for_deletion(conn, now)
         if dry_run or not due:
             return due
-        marked = set(
-            mark_deleted(
-                conn, [d.id for d in due], now, "retention", from_state=DatasetState.AVAILABLE
-            )
-        )
+        marked: set[int] = set()
+        for state in (DatasetState.AVAILABLE, DatasetState.SUPERSEDED):
+            ids = [d.id for d in due if d.state == state]
+            marked.update(mark_deleted(conn, ids, now, "retention", from_state=state))
     due = [d for d in due if d.id in marked]
     for dataset in due:
         delete_product(dataset.location)

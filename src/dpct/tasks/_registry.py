@@ -32,6 +32,29 @@ resumes from.
 """
 
 
+SELECTIONS = frozenset({"overlap", "before", "newest"})
+"""How an input's datasets are chosen (``"type@selection"`` in ``inputs``):
+
+- ``overlap`` (the default): every available dataset overlapping the job's DataSpec;
+- ``before``: the one dataset that ends last at or before the job's start (newest id
+  among equals): yesterday's calibration for today's processing;
+- ``newest``: the most recently registered dataset of the type, wherever it lies: the
+  latest calibration, for a reprocessing of earlier days.
+"""
+
+
+def parse_input(name: str, declared: str) -> tuple[str, str]:
+    """``"type"`` or ``"type@selection"`` → (type, selection)."""
+    data_type, _, selection = declared.partition("@")
+    selection = selection or "overlap"
+    if selection not in SELECTIONS:
+        raise ValueError(
+            f"input {name!r}: unknown selection {selection!r} in {declared!r}; "
+            f"use one of {', '.join(sorted(SELECTIONS))}"
+        )
+    return data_type, selection
+
+
 class NoConfig(BaseModel, extra="forbid"):
     """The config of a task type that takes no parameters."""
 
@@ -50,6 +73,8 @@ class TaskType:
     max_running: int | None = None
     description: str = ""
     wants: frozenset[str] = field(default_factory=frozenset)
+    selections: Mapping[str, str] = field(default_factory=dict)
+    """Input name → how its datasets are chosen (see :data:`SELECTIONS`)."""
 
     def parse_config(self, params: Mapping[str, Any]) -> BaseModel:
         """Validate parameters; the error names the task type and the field."""
@@ -184,7 +209,8 @@ def task(
     inputs, outputs
         Argument (output) name → data type name. Inputs arrive as Arrow tables of the
         registered schema holding every available dataset that overlaps the job's
-        DataSpec; outputs are returned as a dict of tables (or one table).
+        DataSpec (``"type@before"`` or ``"type@newest"`` choose one dataset instead,
+        see :data:`SELECTIONS`); outputs are returned as a dict of tables (or one table).
     config
         A pydantic model validating the step's parameters; passed as ``config``.
     cores
@@ -205,6 +231,8 @@ def task(
             f"({', '.join(sorted(INJECTABLE))}); rename the input(s)"
         )
 
+    parsed = {k: parse_input(k, v) for k, v in (inputs or {}).items()}
+
     def register(func: Callable[..., Any]) -> Callable[..., Any]:
         params = inspect.signature(func).parameters
         wants = frozenset(p for p in params if p in INJECTABLE)
@@ -219,7 +247,8 @@ def task(
                 name=name,
                 version=version,
                 func=func,
-                inputs=dict(inputs or {}),
+                inputs={k: t for k, (t, _) in parsed.items()},
+                selections={k: sel for k, (_, sel) in parsed.items()},
                 outputs=dict(outputs or {}),
                 config=config,
                 cores=cores,

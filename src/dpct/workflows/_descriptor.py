@@ -94,6 +94,38 @@ class StepSpec(BaseModel):
         return value
 
 
+class RunSpec(BaseModel):
+    """The run a workflow joins, for run check closure.
+
+    Every workflow of the descriptor belongs to the run of pipeline ``sw`` over the
+    aligned ``period`` of OBMT holding the start of its interval (a week run gathers
+    the daily, report and weekly workflows of that week); the run is defined when its
+    first workflow is created.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    sw: str
+    period: str = "1d"
+
+    @field_validator("period")
+    @classmethod
+    def _positive(cls, value: str) -> str:
+        if parse_duration_ns(value) <= 0:
+            raise ValueError(f"{value!r} must be a positive duration")
+        return value
+
+    @field_validator("sw")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        from dpct.storage import RUN_SOFTWARE
+
+        name = value.strip().upper()
+        if name not in RUN_SOFTWARE:
+            raise ValueError(f"unknown pipeline {value!r}; use one of {', '.join(RUN_SOFTWARE)}")
+        return name
+
+
 class Descriptor(BaseModel):
     """A versioned workflow descriptor."""
 
@@ -107,6 +139,7 @@ class Descriptor(BaseModel):
     trigger: TriggerSpec = Field(default_factory=TriggerSpec)
     steps: list[StepSpec] = Field(min_length=1)
     max_running: dict[str, int] = Field(default_factory=dict)
+    run: RunSpec | None = None
 
     def step_order(self) -> list[StepSpec]:
         """Steps in dependency order (validated to be acyclic)."""

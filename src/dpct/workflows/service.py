@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from dpct.datamodel import NS_PER_DAY, DataSpec
+from dpct.datamodel import NS_PER_DAY, DataSpec, parse_duration_ns
 from dpct.errors import BadInput, InvalidState, NotFound
 from dpct.storage import (
     Database,
@@ -29,10 +29,12 @@ from dpct.storage import (
     get_workflow,
     insert_workflow,
     job_counts,
+    join_run,
     lineage,
     list_workflows,
     page_jobs,
     record_firing_workflow,
+    refresh_run_status,
     resume_failed_jobs,
     save_descriptor,
     set_task_limits,
@@ -155,7 +157,15 @@ def create_workflow(
     descriptor = descriptor_of(row)
     plans = plan_jobs(descriptor, spec)
     set_task_limits(conn, task_limits(descriptor))
-    return insert_workflow(
+    if run_id is None and descriptor.run is not None:
+        run_id = join_run(
+            conn,
+            sw=descriptor.run.sw,
+            start_ns=spec.start_ns,
+            period_ns=parse_duration_ns(descriptor.run.period),
+            now=now,
+        )
+    workflow_id = insert_workflow(
         conn,
         name=descriptor.name,
         descriptor_id=row.id,
@@ -167,6 +177,9 @@ def create_workflow(
         transfer_id=transfer_id,
         run_id=run_id,
     )
+    if run_id is not None:
+        refresh_run_status(conn, [run_id], now)
+    return workflow_id
 
 
 def submit(

@@ -11,7 +11,7 @@ import pyarrow as pa
 from dpct.config import Settings
 from dpct.datamodel import DataSpec, data_type
 from dpct.pipelines.datamanagement._cleaning import clean_retracted
-from dpct.storage import Database
+from dpct.storage import settings_database
 from dpct.tasks import NoData, task
 
 WORKFLOWS = Path(__file__).with_name("workflows")
@@ -43,12 +43,8 @@ def retraction_clean(spec: DataSpec, log: logging.Logger) -> pa.Table:
     known there, and the deletion must be recorded there before the files go. Those rows
     are not outputs of the attempt: a retry finds them DELETED and deletes nothing twice.
     """
-    settings = Settings()
-    db = Database(settings.url, sqlite_synchronous=settings.sqlite_synchronous, create=False)
-    try:
+    with settings_database(Settings()) as db:
         cleaned = clean_retracted(db, spec.start_ns, spec.end_ns, time.time())
-    finally:
-        db.dispose()
     if not cleaned:
         raise NoData(f"no retracted datasets in [{spec.start_ns}, {spec.end_ns})")
     for c in cleaned:
