@@ -11,7 +11,7 @@ the model, and the model is refitted until no step stands out.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from numpy.typing import NDArray
@@ -75,7 +75,13 @@ def _unwrap(phase: NDArray[np.float64]) -> NDArray[np.float64]:
 
 @dataclass(frozen=True)
 class BavFit:
-    """A fitted BAV model; coefficients in µas (drift: µas per day^k from ``t0_ns``)."""
+    """A fitted BAV model; coefficients in µas.
+
+    ``drift`` holds, per segment, the polynomial coefficients in days since the segment's
+    start (one segment unless the fit was given several). The harmonic coefficients are
+    those at ``harmonic_ref_ns``; with ``harmonic_degree`` 1 they change linearly in time
+    at the ``*_rate_uas_per_day`` (zero otherwise).
+    """
 
     harmonics: int
     cos_uas: NDArray[np.float64]
@@ -90,6 +96,11 @@ class BavFit:
     residual_uas: NDArray[np.float64]
     chi2: float
     dof: int
+    harmonic_ref_ns: int = 0
+    cos_rate_uas_per_day: NDArray[np.float64] = field(default_factory=lambda: np.zeros(0))
+    sin_rate_uas_per_day: NDArray[np.float64] = field(default_factory=lambda: np.zeros(0))
+    cos_rate_err_uas_per_day: NDArray[np.float64] = field(default_factory=lambda: np.zeros(0))
+    sin_rate_err_uas_per_day: NDArray[np.float64] = field(default_factory=lambda: np.zeros(0))
 
     @property
     def amplitude_uas(self) -> NDArray[np.float64]:
@@ -100,19 +111,33 @@ class BavFit:
         return np.arctan2(self.sin_uas, self.cos_uas)
 
 
+def _segment_of(t_ns: NDArray[np.int64], starts_ns: NDArray[np.int64]) -> NDArray[np.int64]:
+    """Segment index of each time (times before the first start join the first segment)."""
+    return np.maximum(np.searchsorted(starts_ns, t_ns, side="right") - 1, 0)
+
+
 def _design(
     t_ns: NDArray[np.int64],
     omega: NDArray[np.float64],
     harmonics: int,
     drift_degree: int,
     jumps_ns: NDArray[np.int64],
-    t0_ns: int,
+    starts_ns: NDArray[np.int64],
+    harmonic_degree: int,
+    ref_ns: int,
 ) -> NDArray[np.float64]:
-    days = (t_ns - t0_ns) / NS_PER_DAY
-    cols = [days**d for d in range(drift_degree + 1)]
+    segment = _segment_of(t_ns, starts_ns)
+    days = (t_ns - starts_ns[segment]) / NS_PER_DAY
+    cols = []
+    for i in range(starts_ns.size):
+        inside = (segment == i).astype(np.float64)
+        cols += [inside * days**d for d in range(drift_degree + 1)]
     cols += [(t_ns >= tj).astype(np.float64) for tj in jumps_ns]
+    tau = (t_ns - ref_ns) / NS_PER_DAY
     for k in range(1, harmonics + 1):
-        cols += [np.cos(k * omega), np.sin(k * omega)]
+        c, s = np.cos(k * omega), np.sin(k * omega)
+        for d in range(harmonic_degree + 1):
+            cols += [c * tau**d, s * tau**d]
     return np.stack(cols, axis=1)
 
 
@@ -123,30 +148,46 @@ def fit_bav(
     harmonics: int = 8,
     drift_degree: int = 2,
     jumps_ns: NDArray[np.int64] | None = None,
+    segments_ns: NDArray[np.int64] | None = None,
+    harmonic_degree: int = 0,
 ) -> BavFit:
-    """Weighted least squares of harmonics + drift polynomial + steps at ``jumps_ns``."""
+    """Weighted least squares of harmonics + drift polynomial + steps at ``jumps_ns``.
+
+    ``segments_ns`` (start times) gives each segment its own drift polynomial: days
+    processed separately each have their own zero point, so a week's fit must not
+    assume one curve through all of them. ``harmonic_degree`` 1 lets the harmonic
+    coefficients vary linearly over the span (referred to its middle, where the
+    constant terms and the rates are uncorrelated).
+    """
+    if harmonic_degree not in (0, 1):
+        raise ValueError(f"harmonic_degree must be 0 or 1, not {harmonic_degree}")
     jumps = np.sort(np.asarray([] if jumps_ns is None else jumps_ns, dtype=np.int64))
     t = series.obmt_ns
     if t.size == 0:
         raise ValueError("no BAV samples to fit (every image flagged?)")
     t0 = int(t[0])
-    a = _design(t, omega, harmonics, drift_degree, jumps, t0)
+    starts = np.sort(np.asarray([t0] if segments_ns is None else segments_ns, dtype=np.int64))
+    used = np.unique(_segment_of(t, starts))
+    starts = starts[used]  # a segment without samples would make the system singular
+    ref = (int(t[0]) + int(t[-1])) // 2 if harmonic_degree else t0
+    a = _design(t, omega, harmonics, drift_degree, jumps, starts, harmonic_degree, ref)
     w = 1.0 / series.err_uas
     aw = a * w[:, None]
     coef, *_ = np.linalg.lstsq(aw, series.bav_uas * w, rcond=None)
     cov = np.linalg.inv(aw.T @ aw)
     err = np.sqrt(np.diag(cov))
     resid = series.bav_uas - a @ coef
-    nd = drift_degree + 1
+    nd = starts.size * (drift_degree + 1)
     nj = jumps.size
-    h = coef[nd + nj :].reshape(harmonics, 2)
-    he = err[nd + nj :].reshape(harmonics, 2)
+    h = coef[nd + nj :].reshape(harmonics, harmonic_degree + 1, 2)
+    he = err[nd + nj :].reshape(harmonics, harmonic_degree + 1, 2)
+    rates = (h[:, 1], he[:, 1]) if harmonic_degree else (np.zeros((harmonics, 2)),) * 2
     return BavFit(
         harmonics=harmonics,
-        cos_uas=h[:, 0],
-        sin_uas=h[:, 1],
-        cos_err_uas=he[:, 0],
-        sin_err_uas=he[:, 1],
+        cos_uas=h[:, 0, 0],
+        sin_uas=h[:, 0, 1],
+        cos_err_uas=he[:, 0, 0],
+        sin_err_uas=he[:, 0, 1],
         drift=coef[:nd],
         jump_obmt_ns=jumps,
         jump_uas=coef[nd : nd + nj],
@@ -155,6 +196,11 @@ def fit_bav(
         residual_uas=resid,
         chi2=float(((resid * w) ** 2).sum()),
         dof=int(t.size - a.shape[1]),
+        harmonic_ref_ns=ref,
+        cos_rate_uas_per_day=rates[0][:, 0],
+        sin_rate_uas_per_day=rates[0][:, 1],
+        cos_rate_err_uas_per_day=rates[1][:, 0],
+        sin_rate_err_uas_per_day=rates[1][:, 1],
     )
 
 
@@ -199,6 +245,8 @@ def detect_jumps(
     threshold: float = 8.0,
     max_jumps: int = 50,
     refine_span: int = 50,
+    segments_ns: NDArray[np.int64] | None = None,
+    harmonic_degree: int = 0,
 ) -> BavFit:
     """Fit the model, adding jumps while a step stands out by more than ``threshold`` σ.
 
@@ -206,8 +254,14 @@ def detect_jumps(
     step statistic of pure noise over 5·10⁵ samples is about 5), while a jump of 5
     per-sample σ sits hundreds of σ above it.
     """
+    model = {
+        "harmonics": harmonics,
+        "drift_degree": drift_degree,
+        "segments_ns": segments_ns,
+        "harmonic_degree": harmonic_degree,
+    }
     jumps: list[int] = []
-    fit = fit_bav(series, omega, harmonics=harmonics, drift_degree=drift_degree)
+    fit = fit_bav(series, omega, **model)
     t = series.obmt_ns
     for _ in range(max_jumps):
         stat = np.abs(step_statistic(fit.residual_uas, series.err_uas))
@@ -220,11 +274,5 @@ def detect_jumps(
         if int(t[j]) in jumps:
             break
         jumps.append(int(t[j]))
-        fit = fit_bav(
-            series,
-            omega,
-            harmonics=harmonics,
-            drift_degree=drift_degree,
-            jumps_ns=np.array(jumps, dtype=np.int64),
-        )
+        fit = fit_bav(series, omega, jumps_ns=np.array(jumps, dtype=np.int64), **model)
     return fit

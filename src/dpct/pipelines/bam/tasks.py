@@ -18,6 +18,7 @@ from pydantic import BaseModel, Field
 from dpct.datamodel import DataSpec, data_type
 from dpct.pipelines.bam._bav import bav_series, detect_jumps
 from dpct.pipelines.bam._fringe import BAD_FLAGS, BAD_INTERVAL, calibrate_shapes, fit_fringes
+from dpct.pipelines.bam.report import REPORT_COLUMNS
 from dpct.tasks import NoData, beside_job_log, task
 
 data_type(
@@ -47,6 +48,8 @@ data_type(
     ],
     description="Per-profile fringe parameters of the Basic Angle Monitor",
     time_column="obmt_ns",
+    intermediate=True,
+    supersede=True,
 )
 data_type(
     "bam_bav",
@@ -61,6 +64,7 @@ data_type(
     ],
     description="Basic-angle variation series with its fitted model",
     time_column="obmt_ns",
+    supersede=True,
 )
 data_type(
     "bam_harmonics",
@@ -75,17 +79,20 @@ data_type(
         ("phase_rad", "float64", "rad", "atan2(S_k, C_k)"),
     ],
     description="Spin-harmonic coefficients of the basic-angle variation",
+    supersede=True,
 )
+JUMP_COLUMNS = [
+    ("obmt_ns", "int64", "ns", "first image after the jump"),
+    ("jump_uas", "float64", "uas", "size of the step in ΔΓ"),
+    ("err_uas", "float64", "uas", "formal error"),
+]
 data_type(
     "bam_jumps",
     1,
-    [
-        ("obmt_ns", "int64", "ns", "first image after the jump"),
-        ("jump_uas", "float64", "uas", "size of the step in ΔΓ"),
-        ("err_uas", "float64", "uas", "formal error"),
-    ],
+    JUMP_COLUMNS,
     description="Jumps of the basic-angle variation",
     time_column="obmt_ns",
+    supersede=True,
 )
 
 
@@ -227,14 +234,9 @@ def bav(
 data_type(
     "bam_report",
     1,
-    [
-        ("series", "string", "", "which series the point belongs to"),
-        ("x", "float64", "", "abscissa (OBMT ns, harmonic k or temperature K: see note)"),
-        ("y", "float64", "uas", "value"),
-        ("y_err", "float64", "uas", "its error (0 when none)"),
-        ("note", "string", "", "units of x and y"),
-    ],
+    REPORT_COLUMNS,
     description="BAM daily report: hourly ΔΓ, model and residuals, harmonics, jumps, vs HK",
+    supersede=True,
 )
 
 
@@ -257,7 +259,8 @@ def bam_report(
 
     if bav.num_rows == 0:
         raise NoData(f"no BAV series in {spec}")
-    table, summary = report.make_report(bav, harmonics, jumps, hk)
+    rows, summary = report.make_report(bav, harmonics, jumps, hk)
+    table = report.as_table(rows)
     figure = beside_job_log(log, scratch, "bam_report.png")
     report.write_figure(table, figure)
     page = beside_job_log(log, scratch, "bam_report.html")
