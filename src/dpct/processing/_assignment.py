@@ -121,13 +121,17 @@ def run_assignment(a: Assignment) -> Completion:
         scratch = Path(a.scratch_dir)
         if "scratch" in task_type.wants:
             scratch.mkdir(parents=True, exist_ok=True)
-        outputs = task_type.run(tables, params, a.spec, log, scratch)
+        alarms: list[tuple[str, str]] = []
+        outputs = task_type.run(tables, params, a.spec, log, scratch, alarms)
         tag = f"j{a.job_id}a{a.attempt}-{a.token[:8]}"
         for name, table in outputs.items():
             spec = a.spec.with_type(task_type.outputs[name])
             output = store_at(a.store_root).write(table, spec, tag, name=name)
             completion.outputs.append(output)
             log.info("output %s: %d rows → %s", name, table.num_rows, output.location)
+        completion.alarms = [(str(kind), str(message)) for kind, message in alarms]
+        for kind, message in completion.alarms:
+            log.warning("alarm %s: %s", kind, message)
         completion.outcome = "success"
     except NoData as err:
         completion.outcome = "skipped"

@@ -328,6 +328,7 @@ def commit_completions(
             status = JobStatus.SUCCESS if c.outcome == "success" else JobStatus.SKIPPED
             if c.outcome == "success":
                 succeeded.append(c)
+                events += [("EMS", f"alarm.{kind}", "job", job_id, m) for kind, m in c.alarms]
             updates.append(_finish_row(job_id, status, c, now))
             events.append(
                 ("PFS", f"job.{status.lower()}", "job", job_id, c.error_message or row.step)

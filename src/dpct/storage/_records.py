@@ -109,6 +109,8 @@ class Completion:
     software_version: str = ""
     config_hash: str = ""
     config_json: str = "{}"
+    alarms: list[tuple[str, str]] = field(default_factory=list)
+    """(kind, message) the task raised: events, committed only with a successful attempt."""
     received: float = 0.0  # monotonic time the node got it (for batching), not stored
 
 

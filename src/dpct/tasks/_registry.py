@@ -24,11 +24,13 @@ from pydantic import BaseModel, ValidationError
 from dpct.datamodel import DATA_TYPES, DataSpec
 from dpct.errors import ContractError, DpctError, UnknownTaskType
 
-INJECTABLE = frozenset({"config", "spec", "log", "scratch"})
+INJECTABLE = frozenset({"config", "spec", "log", "scratch", "alarms"})
 """Arguments the framework passes when a task function asks for them by name.
 
 ``scratch`` is a folder kept per job (not per attempt), for checkpoints that a retry
-resumes from.
+resumes from. ``alarms`` is a list the task appends ``(kind, message)`` to: each becomes
+an ``alarm.<kind>`` event (subsystem EMS) in the transaction that commits the attempt,
+so a failed or retried attempt raises nothing twice.
 """
 
 
@@ -94,6 +96,7 @@ class TaskType:
         spec: DataSpec,
         log: logging.Logger,
         scratch: Path,
+        alarms: list[tuple[str, str]] | None = None,
     ) -> dict[str, pa.Table]:
         """Call the function and return its outputs conformed to their data types."""
         kwargs: dict[str, Any] = dict(tables)
@@ -102,6 +105,7 @@ class TaskType:
             "spec": spec,
             "log": log,
             "scratch": scratch,
+            "alarms": [] if alarms is None else alarms,
         }
         kwargs.update({name: available[name] for name in self.wants})
         result = self.func(**kwargs)

@@ -94,6 +94,22 @@ def fail(config: FailConfig) -> None:
     raise RuntimeError("a bug in the task")
 
 
+class AlarmConfig(BaseModel, extra="forbid"):
+    message: str = "a limit was passed"
+    fail_first_attempt_file: str = ""  # raise (after the alarm) until this file exists
+
+
+@task("testing.alarm", config=AlarmConfig, max_attempts=2)
+def alarm(config: AlarmConfig, alarms: list[tuple[str, str]]) -> None:
+    """Raises one alarm; fails after raising it while ``fail_first_attempt_file`` is absent
+    (and creates it), so the first attempt's alarm must not survive."""
+    alarms.append(("testing", config.message))
+    marker = Path(config.fail_first_attempt_file) if config.fail_first_attempt_file else None
+    if marker is not None and not marker.exists():
+        marker.touch()
+        raise TransientError("the first attempt fails after raising its alarm")
+
+
 @task("testing.crash", max_attempts=1)
 def crash() -> None:
     """Kills its own worker process, as a segfaulting extension would."""
