@@ -99,6 +99,44 @@ def run_list(
     _run_table("Runs", rows)
 
 
+@run_app.command("aim")
+def run_aim(
+    how_many: Annotated[int, typer.Option("--how-many", "-n", help="How many rows.")] = 100,
+    as_json: Json = False,
+) -> None:
+    """The AimRun table: AIM runs, what they processed, what is left, what they produced."""
+    rows = service.aim_runs(database(), how_many=how_many)
+    if as_json:
+        emit_json(rows)
+        return
+    table(
+        "AimRun",
+        [
+            "IDENTIFIER",
+            "STATUS",
+            "CLOSED",
+            "WORKFLOWIDS",
+            "ACTIVEPROCESSING",
+            "SOLUTIONID",
+            "SOLUTIONIDSPROCESSED",
+            "SOLUTIONIDSTOBEPROCESSED",
+        ],
+        (
+            (
+                r.run.id,
+                status(r.run.status),
+                r.run.closed,
+                ",".join(map(str, r.run.workflow_ids)),
+                r.active_processing,
+                r.solution_id if r.solution_id is not None else "",
+                ",".join(map(str, r.solution_ids_processed)),
+                ",".join(map(str, r.solution_ids_to_be_processed)),
+            )
+            for r in rows
+        ),
+    )
+
+
 @run_app.command("show")
 def run_show(run_id: int, as_json: Json = False) -> None:
     """A run and its workflows."""

@@ -297,6 +297,17 @@ class RunRow:
 
 
 @dataclass(frozen=True, slots=True)
+class AimRunRow:
+    """The seed's AimRun: IDENTIFIER, STATUS, CLOSED and WORKFLOWIDS are the run's."""
+
+    run: RunRow
+    active_processing: bool
+    solution_id: int | None
+    solution_ids_processed: tuple[int, ...]
+    solution_ids_to_be_processed: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
 class RunCheckRow:
     """One run check closure: the seed's Id, Sw, Start_check, End_check, statuses, Note."""
 

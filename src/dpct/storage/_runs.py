@@ -11,6 +11,7 @@ from collections.abc import Iterable, Sequence
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from dpct.storage._aim_runs import refresh_aim_runs
 from dpct.storage._events import add_events
 from dpct.storage._records import (
     ENDED_RUN_STATES,
@@ -46,6 +47,7 @@ def insert_run(
     add_events(
         conn, now, [("RMS", "run.defined", "run", run_id, f"{sw} [{start_ns}, {end_ns}) {note}")]
     )
+    refresh_aim_runs(conn, [run_id], now)
     return run_id
 
 
@@ -197,6 +199,7 @@ def refresh_run_status(conn: Connection, run_ids: Iterable[int], now: float) -> 
         new = derive_run_status((s for _, s in linked[run_id]), status)
         if set_run_status(conn, run_id, new, now):
             changed[run_id] = new
+    refresh_aim_runs(conn, ids, now)
     return changed
 
 

@@ -303,6 +303,19 @@ runs = sa.Table(
 )
 """RMS/DSS: a pipeline run (the seed's RUNID) over an OBMT range; workflows.run_id points here."""
 
+aim_runs = sa.Table(
+    "aim_runs",
+    metadata,
+    sa.Column("run_id", Id, sa.ForeignKey("runs.id"), primary_key=True),
+    sa.Column("active_processing", sa.Boolean, nullable=False),
+    sa.Column("solution_id", Id),
+    sa.Column("solution_ids_processed", sa.Text, nullable=False),
+    sa.Column("solution_ids_to_be_processed", sa.Text, nullable=False),
+    sa.Column("updated_at", Time, nullable=False),
+)
+"""RMS: the AimRun table, extending an AIM run (IDENTIFIER = runs.id; STATUS, CLOSED and
+WORKFLOWIDS live in runs and workflows) with what it processed and what it produced."""
+
 run_checks = sa.Table(
     "run_checks",
     metadata,

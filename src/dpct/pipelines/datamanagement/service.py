@@ -24,10 +24,12 @@ from dpct.storage import (
     DescriptorRow,
     get_workflow,
 )
+from dpct.storage._aim_runs import aim_run_rows
 from dpct.storage._closure import ClosureResult, check_errors, get_check, list_checks
 from dpct.storage._closure import check_closure as _check_closure
 from dpct.storage._records import (
     RUN_SOFTWARE,
+    AimRunRow,
     RunCheckErrorRow,
     RunCheckRow,
     RunRow,
@@ -52,6 +54,7 @@ __all__ = [
     "Cleaned",
     "ClosureReport",
     "Retraction",
+    "aim_runs",
     "attach_workflows",
     "check_closure",
     "clean_retracted",
@@ -151,8 +154,8 @@ def attach_workflows(
 
 
 def _live(conn: Connection, rows: list[RunRow]) -> list[RunRow]:
-    # Workflows end without touching their run: show the status they imply now, and
-    # leave storing it to the next write that concerns the run (attach, closure).
+    # The stored status follows each workflow's end; deriving it again costs little and
+    # stays right for runs whose workflows changed before that rule existed.
     linked = run_workflows(conn, [r.id for r in rows])
     return [
         dataclasses.replace(r, status=derive_run_status((s for _, s in linked[r.id]), r.status))
@@ -165,6 +168,12 @@ def runs(db: Database, *, sw: str | None = None, how_many: int = 500) -> list[Ru
     name = _software(sw) if sw else None
     with db.read() as conn:
         return _live(conn, list_runs(conn, sw=name, how_many=how_many))
+
+
+def aim_runs(db: Database, *, how_many: int = 500) -> list[AimRunRow]:
+    """The AimRun table, newest first: AIM runs with what they processed and produced."""
+    with db.read() as conn:
+        return aim_run_rows(conn, _live(conn, list_runs(conn, sw="AIM", how_many=how_many)))
 
 
 def run(db: Database, run_id: int) -> RunRow:
