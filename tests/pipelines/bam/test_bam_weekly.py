@@ -21,7 +21,6 @@ from scipy import stats
 
 from dpct.config import Settings
 from dpct.datamodel import NS_PER_DAY, DataSpec
-from dpct.pipelines.bam.delivery import DeliverConfig, deliver
 from dpct.pipelines.datamanagement import service as dm
 from dpct.processing import run_inline
 from dpct.sim import BamJump, SimConfig, Simulator
@@ -30,6 +29,7 @@ from dpct.storage import Database, find_datasets, read_product, sha256_file
 from dpct.testing import FakeClock
 from dpct.transfer import read_manifest, transfers
 from dpct.transfer.service import pull
+from dpct.transfer.tasks import DeliverConfig, deliver
 from dpct.workflows import service
 
 DAY = 700  # a multiple of 7: the week [700, 707) is one aligned run period
@@ -160,7 +160,7 @@ def test_a_week_is_fitted_delivered_closed_and_reprocessed(
     assert any(r["quantity"] == "residual vs bench temperature" for r in rows)
 
     # -- the delivery upstream: sealed, complete, byte-identical ----------------------
-    trace = _one(db, "bam_delivery")
+    trace = _one(db, "dts_delivery")
     (folder,) = set(trace.column("target").to_pylist())
     manifest = read_manifest(folder)
     assert Path(folder).parent == Path(settings.outbox)
@@ -174,7 +174,8 @@ def test_a_week_is_fitted_delivered_closed_and_reprocessed(
     (push,) = transfers(db, direction="push")
     assert push.status == "DONE" and push.id == trace.column("transfer_id")[0].as_py()
     # a retry of the delivery finds it sealed and does not send it again
-    again = deliver(DeliverConfig(), WEEK.with_type("bam_bav"), logging.getLogger("test"))
+    config = DeliverConfig(data_types=["bam_bav", "bam_weekly_harmonics"], prefix="BAM-BAV")
+    again = deliver(config, WEEK.with_type("bam_bav"), logging.getLogger("test"))
     assert again.column("transfer_id").to_pylist() == [0] * 8
     assert len(transfers(db, direction="push")) == 1
 
@@ -197,7 +198,7 @@ def test_a_week_is_fitted_delivered_closed_and_reprocessed(
     run_inline(db, settings, clock)
     assert _statuses(db, "BAMWeeklyProcessingWorkflow") == ["SUCCESS", "SUCCESS"]
     assert len(_tables(db, "bam_weekly_harmonics")) == 1  # the refit superseded the first
-    assert len(_tables(db, "bam_delivery")) == 2  # traces of both deliveries
+    assert len(_tables(db, "dts_delivery")) == 2  # traces of both deliveries
     pushes = transfers(db, direction="push")
     assert len(pushes) == 2 and len(set(p.peer for p in pushes)) == 2  # a new delivery
 

@@ -1,6 +1,6 @@
-"""Outbound delivery of the week's BAV products to the upstream center.
+"""Outbound delivery of a pipeline's products to the upstream center, as a task type.
 
-``bam.deliver`` pushes the current datasets of the chosen types over the job's interval
+``dts.deliver`` pushes the current datasets of the chosen types over the job's interval
 through the transfer subsystem (checksummed copies, manifest written last, a transfer
 row in the database) into ``<outbox>/<PREFIX>-<first OBMT day>-s<newest solution>``,
 and returns one trace row per file. A retry after a crash finds the sealed delivery
@@ -24,7 +24,7 @@ from dpct.transfer import MANIFEST, Manifest, parse_manifest
 from dpct.transfer.service import push
 
 data_type(
-    "bam_delivery",
+    "dts_delivery",
     1,
     [
         ("delivery", "string", "", "name of the delivery (its folder under the target)"),
@@ -37,18 +37,16 @@ data_type(
         ("checksum", "string", "", "sha256 of the file"),
         ("transfer_id", "int64", "", "the push transfer (0 when found already delivered)"),
     ],
-    description="What a BAM delivery sent to the upstream center",
+    description="What a pipeline delivery sent to the upstream center",
 )
 
 
 class DeliverConfig(BaseModel, extra="forbid"):
-    target: str = Field("", description="folder or s3:// URL; empty: the DPCT_OUTBOX_URL")
-    data_types: list[str] = Field(
-        default_factory=lambda: ["bam_bav", "bam_weekly_harmonics"],
-        min_length=1,
-        description="what to deliver over the job's interval",
+    data_types: list[str] = Field(min_length=1, description="what to deliver over the interval")
+    prefix: str = Field(
+        min_length=1, pattern=r"^[A-Za-z0-9_.-]+$", description="name: PREFIX-<day>-s<solution>"
     )
-    prefix: str = Field("BAM-BAV", description="delivery name: PREFIX-<day>-s<solution>")
+    target: str = Field("", description="folder or s3:// URL; empty: the DPCT_OUTBOX_URL")
 
 
 def _current(db: Database, spec: DataSpec, data_types: list[str]) -> list[DatasetRow]:
@@ -69,9 +67,9 @@ def _already_delivered(root: str, chosen: list[DatasetRow]) -> Manifest | None:
     return None
 
 
-@task("bam.deliver", outputs={"trace": "bam_delivery"}, config=DeliverConfig)
+@task("dts.deliver", outputs={"trace": "dts_delivery"}, config=DeliverConfig)
 def deliver(config: DeliverConfig, spec: DataSpec, log: logging.Logger) -> pa.Table:
-    """Push the interval's BAV products; opens the database, as a delivery is recorded there."""
+    """Push the interval's current products; opens the database, where a push is recorded."""
     settings = Settings()
     base = (config.target or settings.outbox).rstrip("/")
     with settings_database(settings) as db:
