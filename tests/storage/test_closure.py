@@ -276,3 +276,34 @@ def test_intermediate_is_not_schema_metadata() -> None:
         b"dpct.type": b"tests_closure_scratch",
         b"dpct.version": b"1",
     }
+
+
+def test_closure_waits_for_datasets_the_triggers_have_not_seen(
+    db: Database, clock: FakeClock
+) -> None:
+    """A run can look finished in the instant between one workflow's end and the data
+    trigger starting the next; closing then would delete what the next one reads."""
+    from dpct.storage import OutputFile, register_dataset
+    from dpct.workflows import fire_data_triggers
+
+    start, end = DAY * NS_PER_DAY, (DAY + 1) * NS_PER_DAY
+    service.create_run(db, "AIM", start, end, now=clock())
+    service.set_run_status(db, 1, "SUCCESS")
+    spec = DataSpec("testing_counts", start, start + 3600 * 10**9)
+    with db.write() as conn:  # registered, not yet evaluated by the data triggers
+        register_dataset(
+            conn,
+            OutputFile("x", "testing_counts", 1, spec, 1, 1, "sha256:0", "/nowhere/x"),
+            now=clock(),
+            software_version="t",
+        )
+    report = service.check_closure(db, "AIM", start, end, now=clock())
+    assert report.check.check_status == "ERROR" and report.closed_runs == []
+    (error,) = service.closure_errors(db, report.check.id)
+    assert (error.kind, error.obmt_start_ns, error.obmt_end_ns) == (
+        "PENDING",
+        spec.start_ns,
+        spec.end_ns,
+    )
+    fire_data_triggers(db, clock())
+    assert service.check_closure(db, "AIM", start, end, now=clock()).closed_runs == [1]

@@ -60,7 +60,8 @@ class DataType:
     newer output over exactly the same interval (a reprocessing) replaces the older one
     as an input, which stays stored as SUPERSEDED for lineage. Both describe how the
     data live, not what they hold, so they stay out of the Arrow schema (a product file
-    reads the same either way).
+    reads the same either way). ``ccd_column`` names the CCD column: a job narrowed to
+    one CCD then reads only that CCD's rows of the type's datasets.
     """
 
     name: str
@@ -70,6 +71,7 @@ class DataType:
     time_column: str | None = None
     intermediate: bool = False
     supersede: bool = False
+    ccd_column: str | None = None
     schema: pa.Schema = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -79,6 +81,10 @@ class DataType:
         if self.time_column is not None and self.time_column not in names:
             raise ValueError(
                 f"data type {self.name!r}: time column {self.time_column!r} is not a column"
+            )
+        if self.ccd_column is not None and self.ccd_column not in names:
+            raise ValueError(
+                f"data type {self.name!r}: CCD column {self.ccd_column!r} is not a column"
             )
         metadata = {b"dpct.type": self.name.encode(), b"dpct.version": str(self.version).encode()}
         schema = pa.schema(
@@ -204,9 +210,19 @@ def data_type(
     time_column: str | None = None,
     intermediate: bool = False,
     supersede: bool = False,
+    ccd_column: str | None = None,
 ) -> DataType:
     """Declare and register a data type; columns may be ``(name, dtype, unit, doc)``."""
     cols = tuple(c if isinstance(c, Column) else Column(*c) for c in columns)
     return DATA_TYPES.add(
-        DataType(name, version, cols, description, time_column, intermediate, supersede)
+        DataType(
+            name,
+            version,
+            cols,
+            description,
+            time_column,
+            intermediate,
+            supersede,
+            ccd_column,
+        )
     )

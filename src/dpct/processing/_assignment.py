@@ -112,7 +112,7 @@ def run_assignment(a: Assignment) -> Completion:
         tables: dict[str, pa.Table] = {}
         for name, data_type in task_type.inputs.items():
             files = a.inputs.get(name, [])
-            parts = [read_product(f.location, data_type) for f in files]
+            parts = [read_product(f.location, data_type, ccd=a.spec.ccd) for f in files]
             tables[name] = pa.concat_tables(parts) if parts else DATA_TYPES.get(data_type).empty()
             completion.inputs.extend(
                 InputRef(f.dataset_id, f.solution_id, data_type) for f in files
@@ -122,7 +122,10 @@ def run_assignment(a: Assignment) -> Completion:
         if "scratch" in task_type.wants:
             scratch.mkdir(parents=True, exist_ok=True)
         alarms: list[tuple[str, str]] = []
-        outputs = task_type.run(tables, params, a.spec, log, scratch, alarms)
+        solutions = {
+            name: [f.solution_id or 0 for f in a.inputs.get(name, [])] for name in task_type.inputs
+        }
+        outputs = task_type.run(tables, params, a.spec, log, scratch, alarms, solutions)
         tag = f"j{a.job_id}a{a.attempt}-{a.token[:8]}"
         for name, table in outputs.items():
             spec = a.spec.with_type(task_type.outputs[name])

@@ -19,7 +19,13 @@ from dpct.storage._datasets import (
     select_datasets,
 )
 from dpct.storage._events import add_events, list_events
-from dpct.storage._firings import claim_firing, get_cursor, record_firing_workflow, set_cursor
+from dpct.storage._firings import (
+    DATA_CURSOR,
+    claim_firing,
+    get_cursor,
+    record_firing_workflow,
+    set_cursor,
+)
 from dpct.storage._migrate import current_revision, downgrade, head_revision, upgrade
 from dpct.storage._nodes import (
     list_nodes,
@@ -110,6 +116,7 @@ from dpct.storage._workflows import (
 __all__ = [
     "ACTIVE_JOB_STATES",
     "BAD_JOB_STATES",
+    "DATA_CURSOR",
     "DONE_JOB_STATES",
     "RUN_SOFTWARE",
     "CommitResult",

@@ -23,6 +23,7 @@ from dpct.datamodel import DATA_TYPES
 from dpct.errors import UnknownDataType
 from dpct.storage._datasets import _dataset_row
 from dpct.storage._events import add_events
+from dpct.storage._firings import DATA_CURSOR, get_cursor
 from dpct.storage._records import (
     DatasetRow,
     DatasetState,
@@ -38,6 +39,9 @@ from dpct.storage._schema import datasets, jobs, run_check_errors, run_checks, w
 GAP = "GAP"
 OVERLAP = "OVERLAP"
 UNFINISHED = "UNFINISHED"
+PENDING = "PENDING"
+"""Datasets in the range the data triggers have not evaluated yet: a run that looks
+finished may be about to start its next workflow, which needs its intermediate data."""
 
 CHECK_OK = "OK"
 CHECK_ERROR = "ERROR"
@@ -146,6 +150,16 @@ def check_closure(
     if refresh_run_status(conn, [r.id for r in candidates], now):
         candidates = runs_in_range(conn, sw, start_ns, end_ns)
     problems = find_problems(candidates, start_ns, end_ns)
+    position = int(get_cursor(conn, DATA_CURSOR) or 0)
+    d = datasets.c
+    unseen = conn.execute(
+        sa.select(sa.func.min(d.obmt_start_ns), sa.func.max(d.obmt_end_ns)).where(
+            d.id > position, d.obmt_start_ns < end_ns, d.obmt_end_ns > start_ns
+        )
+    ).first()
+    if unseen is not None and unseen[0] is not None:
+        lo, hi = max(int(unseen[0]), start_ns), min(int(unseen[1]), end_ns)
+        problems.append(Problem(PENDING, lo, hi, ()))
     ok = not problems
     check_id = int(
         conn.execute(
@@ -196,7 +210,9 @@ def check_closure(
         )
         delete_status = DELETED if deleted else NOTHING
     else:
-        counts = {k: sum(p.kind == k for p in problems) for k in (GAP, OVERLAP, UNFINISHED)}
+        counts = {
+            k: sum(p.kind == k for p in problems) for k in (GAP, OVERLAP, UNFINISHED, PENDING)
+        }
         note = ", ".join(f"{n} {k.lower()}" for k, n in counts.items() if n)
         note += f"; nothing deleted (see `dpct closure errors {check_id}`)"
         delete_status = SKIPPED

@@ -37,6 +37,10 @@ def record_firing_workflow(conn: Connection, firing_id: int, workflow_id: int) -
     )
 
 
+DATA_CURSOR = "data-triggers"
+"""The id of the last dataset the data triggers have evaluated."""
+
+
 def get_cursor(conn: Connection, name: str) -> float | None:
     return conn.execute(sa.select(cursors.c.position).where(cursors.c.name == name)).scalar()
 

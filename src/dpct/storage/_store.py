@@ -183,12 +183,19 @@ class ProductStore:
         with self.open(location) as f:
             return sha256_stream(f)
 
-    def read(self, location: str, data_type: str) -> pa.Table:
-        """Read a product and check it against its registered schema."""
+    def read(self, location: str, data_type: str, *, ccd: int | None = None) -> pa.Table:
+        """Read a product and check it against its registered schema.
+
+        With ``ccd``, a type with a CCD column gives only that CCD's rows: Parquet's
+        row-group statistics skip the groups of other CCDs unread.
+        """
         expected = DATA_TYPES.get(data_type)
+        filters = None
+        if ccd is not None and expected.ccd_column is not None:
+            filters = [(expected.ccd_column, "=", ccd)]
         try:
             with self.open(location) as f:
-                table = pq.read_table(f)
+                table = pq.read_table(f, filters=filters)
         except (OSError, pa.ArrowInvalid) as err:
             raise SchemaMismatch(
                 f"cannot read product {location} of type {data_type!r}: {err}"
@@ -224,9 +231,9 @@ def store_for(location: str) -> ProductStore:
     return store_at("/")
 
 
-def read_product(location: str, data_type: str) -> pa.Table:
+def read_product(location: str, data_type: str, *, ccd: int | None = None) -> pa.Table:
     """Read a product wherever its location points and check its schema."""
-    return store_for(location).read(location, data_type)
+    return store_for(location).read(location, data_type, ccd=ccd)
 
 
 def delete_product(location: str) -> bool:

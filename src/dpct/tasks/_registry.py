@@ -24,13 +24,15 @@ from pydantic import BaseModel, ValidationError
 from dpct.datamodel import DATA_TYPES, DataSpec
 from dpct.errors import ContractError, DpctError, UnknownTaskType
 
-INJECTABLE = frozenset({"config", "spec", "log", "scratch", "alarms"})
+INJECTABLE = frozenset({"config", "spec", "log", "scratch", "alarms", "solutions"})
 """Arguments the framework passes when a task function asks for them by name.
 
 ``scratch`` is a folder kept per job (not per attempt), for checkpoints that a retry
 resumes from. ``alarms`` is a list the task appends ``(kind, message)`` to: each becomes
 an ``alarm.<kind>`` event (subsystem EMS) in the transaction that commits the attempt,
-so a failed or retried attempt raises nothing twice.
+so a failed or retried attempt raises nothing twice. ``solutions`` maps each input name
+to the solution ids of the datasets read for it, in reading order (a calibration's
+product can then name the solution it applied).
 """
 
 
@@ -97,6 +99,7 @@ class TaskType:
         log: logging.Logger,
         scratch: Path,
         alarms: list[tuple[str, str]] | None = None,
+        solutions: Mapping[str, list[int]] | None = None,
     ) -> dict[str, pa.Table]:
         """Call the function and return its outputs conformed to their data types."""
         kwargs: dict[str, Any] = dict(tables)
@@ -106,6 +109,7 @@ class TaskType:
             "log": log,
             "scratch": scratch,
             "alarms": [] if alarms is None else alarms,
+            "solutions": dict(solutions or {}),
         }
         kwargs.update({name: available[name] for name in self.wants})
         result = self.func(**kwargs)

@@ -13,6 +13,7 @@ from croniter import croniter
 
 from dpct.datamodel import DataSpec, parse_duration_ns
 from dpct.storage import (
+    DATA_CURSOR,
     Database,
     DatasetRow,
     active_descriptors,
@@ -26,8 +27,6 @@ from dpct.storage import (
 from dpct.workflows._descriptor import Descriptor
 from dpct.workflows._obmt import obmt_ns_from_unix
 from dpct.workflows.service import create_workflow, descriptor_of
-
-DATA_CURSOR = "data-triggers"
 
 
 def fire_calendar_triggers(db: Database, now: float) -> list[int]:

@@ -5,8 +5,9 @@ core + halo plus a Gauss–Hermite basis of corrections whose coefficients depen
 colour and time), storable as the ``aim_lsf_calibration`` table;
 :func:`fit_image_parameters` fits centroid, flux and background of every window (Poisson
 + read-out noise likelihood, formal errors, quality flags; Numba, parallel, in batches);
-:func:`calibrate_lsf` fits the coefficients from a day's well-exposed windows. Task types
-and workflows come next. See ``docs/aim.md``.
+:func:`calibrate_lsf` fits the coefficients from a day's well-exposed windows. The task
+types are in :mod:`dpct.pipelines.aim.tasks` and :mod:`dpct.pipelines.aim.monitoring`.
+See ``docs/aim.md``.
 
 Examples
 --------
