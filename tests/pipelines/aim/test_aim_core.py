@@ -333,11 +333,10 @@ def test_bad_input_is_a_clear_error(busy_hour: Day) -> None:
         aim.calibrate_lsf(tel, lsf, min_snr=1e9)
 
 
-@pytest.mark.slow
 def test_precision_per_magnitude_bin_at_full_density() -> None:
     """The must-show at its stated size: every magnitude bin with ≥ 5,000 windows and
     S/N ≥ 10 at the Cramér–Rao bound, from 4 h of the full mission density (≈ 2.5·10⁶
-    windows, true LSF). Prints the table for the docs (`pytest -m slow -s`)."""
+    windows, true LSF; 20 s, 3.8 GB). Prints the table for the docs (`pytest -s`)."""
     day = simulate(5, 1.0, 4.0)
     fit = aim.fit_image_parameters(day.windows, true_lsf(day.sim, T0 + 2 * HOUR_NS))
     clean = fit.column("flags").to_numpy() == 0
