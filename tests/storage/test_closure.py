@@ -307,3 +307,18 @@ def test_closure_waits_for_datasets_the_triggers_have_not_seen(
     )
     fire_data_triggers(db, clock())
     assert service.check_closure(db, "AIM", start, end, now=clock()).closed_runs == [1]
+
+
+def test_closure_waits_for_a_reprocessing_outside_any_run(
+    db: Database, settings: Settings, clock: FakeClock, tmp_path: Path
+) -> None:
+    start, end = DAY * NS_PER_DAY, (DAY + 1) * NS_PER_DAY
+    service.create_run(db, "AIM", start, end, now=clock())
+    service.set_run_status(db, 1, "SUCCESS")
+    register(db, tmp_path, "Reprocess", [{"name": "n", "task": "testing.noop"}])
+    rms.submit(db, "Reprocess", rms.day_spec("testing_counts", DAY), now=clock())
+    report = service.check_closure(db, "AIM", start, end, now=clock())
+    assert report.closed_runs == []
+    assert [e.kind for e in service.closure_errors(db, report.check.id)] == ["ACTIVE"]
+    run_inline(db, settings, clock)  # the reprocessing ends: nothing holds the day
+    assert service.check_closure(db, "AIM", start, end, now=clock()).closed_runs == [1]

@@ -4,7 +4,8 @@ An AIM run's SOLUTIONIDSPROCESSED are the solution ids of the ``af_windows`` dat
 jobs read; SOLUTIONIDSTOBEPROCESSED those of the available ``af_windows`` over its range
 that no job of it has read yet (a delivery that came late, a failed chunk); SOLUTIONID
 is the solution of the newest LSF calibration it produced, the one the next run starts
-from. The row is recomputed whenever the run's status is (workflow changes, closure).
+from. The stored row is recomputed with the run's status (workflow changes, closure);
+readers get it computed afresh, since deliveries change it without touching the run.
 """
 
 from __future__ import annotations
@@ -97,22 +98,18 @@ def _compute(conn: Connection, run_id: int, start: int, end: int) -> dict[str, o
 
 
 def aim_run_rows(conn: Connection, run_rows: Sequence[RunRow]) -> list[AimRunRow]:
-    """The AimRun view of AIM runs: their run row joined with their AimRun row."""
-    ids = [r.id for r in run_rows]
-    found = {
-        row.run_id: row
-        for row in conn.execute(sa.select(aim_runs).where(aim_runs.c.run_id.in_(ids)))
-    }
+    """The AimRun view of AIM runs, computed now: a delivery registered or retracted
+    since the stored row was last refreshed shows at once."""
     out = []
     for run in run_rows:
-        row = found.get(run.id)
+        values = _compute(conn, run.id, run.obmt_start_ns, run.obmt_end_ns)
         out.append(
             AimRunRow(
                 run=run,
-                active_processing=bool(row.active_processing) if row else False,
-                solution_id=row.solution_id if row else None,
-                solution_ids_processed=_ids(row.solution_ids_processed) if row else (),
-                solution_ids_to_be_processed=_ids(row.solution_ids_to_be_processed) if row else (),
+                active_processing=bool(values["active_processing"]),
+                solution_id=values["solution_id"],  # type: ignore[arg-type]
+                solution_ids_processed=_ids(str(values["solution_ids_processed"])),
+                solution_ids_to_be_processed=_ids(str(values["solution_ids_to_be_processed"])),
             )
         )
     return out

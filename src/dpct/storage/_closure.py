@@ -31,6 +31,7 @@ from dpct.storage._records import (
     RunCheckRow,
     RunRow,
     RunStatus,
+    WorkflowStatus,
 )
 from dpct.storage._retention import mark_deleted
 from dpct.storage._runs import mark_runs_closed, refresh_run_status, runs_in_range
@@ -42,6 +43,9 @@ UNFINISHED = "UNFINISHED"
 PENDING = "PENDING"
 """Datasets in the range the data triggers have not evaluated yet: a run that looks
 finished may be about to start its next workflow, which needs its intermediate data."""
+ACTIVE = "ACTIVE"
+"""A workflow outside any run (a reprocessing) still working on the range: it may read
+the intermediate data closure would delete."""
 
 CHECK_OK = "OK"
 CHECK_ERROR = "ERROR"
@@ -160,6 +164,16 @@ def check_closure(
     if unseen is not None and unseen[0] is not None:
         lo, hi = max(int(unseen[0]), start_ns), min(int(unseen[1]), end_ns)
         problems.append(Problem(PENDING, lo, hi, ()))
+    w = workflows.c
+    for lo, hi in conn.execute(
+        sa.select(w.obmt_start_ns, w.obmt_end_ns).where(
+            w.run_id.is_(None),
+            w.status.in_([WorkflowStatus.NEW, WorkflowStatus.RUNNING]),
+            w.obmt_start_ns < end_ns,
+            w.obmt_end_ns > start_ns,
+        )
+    ):
+        problems.append(Problem(ACTIVE, max(int(lo), start_ns), min(int(hi), end_ns), ()))
     ok = not problems
     check_id = int(
         conn.execute(
@@ -211,7 +225,8 @@ def check_closure(
         delete_status = DELETED if deleted else NOTHING
     else:
         counts = {
-            k: sum(p.kind == k for p in problems) for k in (GAP, OVERLAP, UNFINISHED, PENDING)
+            k: sum(p.kind == k for p in problems)
+            for k in (GAP, OVERLAP, UNFINISHED, PENDING, ACTIVE)
         }
         note = ", ".join(f"{n} {k.lower()}" for k, n in counts.items() if n)
         note += f"; nothing deleted (see `dpct closure errors {check_id}`)"

@@ -250,3 +250,11 @@ def settings_database(settings: Settings) -> Iterator[Database]:
         yield db
     finally:
         db.dispose()
+
+
+def serialize_on(conn: Connection, key: str) -> None:
+    """Hold a transaction-scoped lock on ``key`` (PostgreSQL) so that two transactions
+    doing find-then-insert on the same thing run one after the other. SQLite needs none:
+    its write transactions are serialised already (BEGIN IMMEDIATE)."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": key})

@@ -9,6 +9,7 @@ from sqlalchemy.engine import Connection
 
 from dpct.datamodel import DATA_TYPES, DataSpec
 from dpct.errors import UnknownDataType
+from dpct.storage._database import serialize_on
 from dpct.storage._events import add_events
 from dpct.storage._records import DatasetRow, DatasetState, InputRef, OutputFile, SolutionRow
 from dpct.storage._schema import configurations, datasets, solution_inputs, solutions
@@ -116,6 +117,8 @@ def _supersede(conn: Connection, new: Sequence[tuple[int, OutputFile]], now: flo
     for dataset_id, f in new:
         if not _supersedes(f.data_type):
             continue
+        # two jobs registering the same interval at once must see each other's rows
+        serialize_on(conn, f"supersede:{f.data_type}:{f.spec.start_ns}:{f.spec.end_ns}")
         same = sa.and_(
             d.data_type == f.data_type,
             d.obmt_start_ns == f.spec.start_ns,
@@ -125,7 +128,7 @@ def _supersede(conn: Connection, new: Sequence[tuple[int, OutputFile]], now: flo
             d.state == DatasetState.AVAILABLE,
             d.id < dataset_id,
         )
-        old = conn.execute(sa.select(d.id).where(same)).scalars().all()
+        old = conn.execute(sa.select(d.id).where(same)).scalars().all()  # after the lock
         if old:
             conn.execute(
                 sa.update(datasets).where(d.id.in_(old)).values(state=DatasetState.SUPERSEDED)

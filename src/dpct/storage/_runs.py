@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from dpct.storage._aim_runs import refresh_aim_runs
+from dpct.storage._database import serialize_on
 from dpct.storage._events import add_events
 from dpct.storage._records import (
     ENDED_RUN_STATES,
@@ -61,6 +62,7 @@ def join_run(conn: Connection, *, sw: str, start_ns: int, period_ns: int, now: f
     """
     lo = start_ns - start_ns % period_ns
     hi = lo + period_ns
+    serialize_on(conn, f"run:{sw}:{lo}:{hi}")  # a trigger and a submit define one run, not two
     r = runs.c
     found = conn.execute(
         sa.select(r.id)
@@ -190,9 +192,13 @@ def refresh_run_status(conn: Connection, run_ids: Iterable[int], now: float) -> 
     ids = sorted(set(run_ids))
     if not ids:
         return {}
-    current = dict(
-        conn.execute(sa.select(runs.c.id, runs.c.status).where(runs.c.id.in_(ids))).all()
-    )
+    query = sa.select(runs.c.id, runs.c.status).where(runs.c.id.in_(ids)).order_by(runs.c.id)
+    if conn.dialect.name == "postgresql":
+        # Two workflows of a run ending in parallel transactions: the second waits here
+        # and then (read committed) sees the first's workflow status, so the last one
+        # to commit stores the run's final status.
+        query = query.with_for_update()
+    current = dict(conn.execute(query).all())
     linked = run_workflows(conn, ids)
     changed: dict[int, str] = {}
     for run_id, status in sorted(current.items()):

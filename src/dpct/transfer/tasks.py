@@ -19,7 +19,7 @@ from dpct.config import Settings
 from dpct.datamodel import NS_PER_DAY, DataSpec, data_type
 from dpct.errors import BadInput, Conflict, NotFound
 from dpct.storage import Database, DatasetRow, find_datasets, open_filesystem, settings_database
-from dpct.tasks import NoData, task
+from dpct.tasks import NoData, PermanentTaskError, task
 from dpct.transfer import MANIFEST, Manifest, parse_manifest
 from dpct.transfer.service import push
 
@@ -83,9 +83,12 @@ def deliver(config: DeliverConfig, spec: DataSpec, log: logging.Logger) -> pa.Ta
         transfer_id = 0
         try:
             report = push(db, settings, root, dataset_ids=[d.id for d in chosen], name=name)
-        except Conflict:
+        except Conflict as err:
             if _already_delivered(root, chosen) is None:
-                raise
+                raise PermanentTaskError(
+                    f"{root} holds a delivery of other datasets under this name ({err}); "
+                    "move it aside or set another prefix, then resume"
+                ) from err
             log.info("%s already holds this delivery (a retry): not sent again", root)
         except NotFound as err:  # retracted between the query and the push
             raise NoData(str(err)) from err

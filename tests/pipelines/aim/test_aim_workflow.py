@@ -193,8 +193,14 @@ def test_days_flow_through_ingest_processing_and_monitoring(
         if d.spec.start_ns == (DAY + 2) * NS_PER_DAY + 2 * CHUNK_NS
     ]
     dm.retract(db, [d.id for d in corrupt], reason="corrupt chunk, redelivered", now=clock())
+    assert _aim_run(db, DAY + 2).solution_ids_to_be_processed == ()  # retracted: not due
     pull(db, settings, days["fixed"], clock=clock)
-    assert _aim_run(db, DAY + 2).solution_ids_to_be_processed != ()  # the new chunk waits
+    (redelivered,) = [
+        d
+        for d in _datasets(db, "af_windows", DAY + 2)
+        if d.spec.start_ns == corrupt[0].spec.start_ns
+    ]
+    assert _aim_run(db, DAY + 2).solution_ids_to_be_processed == (redelivered.solution_id,)
     service.resume(db, ingest.workflow.id, now=clock())
     run_inline(db, settings, clock)
     assert service.workflow(db, ingest.workflow.id).workflow.status == "SUCCESS"
@@ -215,3 +221,10 @@ def test_days_flow_through_ingest_processing_and_monitoring(
         assert solutions == {newest.solution_id}
         (recalibrated,) = _datasets(db, "aim_lsf_calibration", day)
         assert recalibrated.solution_id > newest.solution_id
+
+    # -- run check closure closes the three days and deletes their ingested windows ---
+    closure = dm.check_closure(db, "AIM", DAY * NS_PER_DAY, (DAY + 3) * NS_PER_DAY, now=clock())
+    assert closure.check.check_status == "OK" and len(closure.closed_runs) == 3
+    assert {d.spec.data_type for d in closure.deleted} == {"aim_windows"}
+    assert len(closure.deleted) == 12 and closure.files_removed == 12
+    assert all(_datasets(db, "aim_image_params", day) for day in (DAY, DAY + 1, DAY + 2))

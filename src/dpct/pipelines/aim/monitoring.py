@@ -135,8 +135,9 @@ def monitor_day(
     params = params.sort_by("window_id")
     windows = windows.sort_by("window_id")
     if not params.column("window_id").equals(windows.column("window_id")):
-        keep = np.isin(windows.column("window_id").to_numpy(), params.column("window_id"))
-        windows = windows.filter(pa.array(keep))
+        both = np.intersect1d(params.column("window_id"), windows.column("window_id"))
+        params = params.filter(pa.array(np.isin(params.column("window_id"), both)))
+        windows = windows.filter(pa.array(np.isin(windows.column("window_id"), both)))
     col = {c: params.column(c).to_numpy() for c in params.column_names}
     ccd = col["ccd_index"].astype(np.int64)
     good = (col["flags"] & BAD_FLAGS) == 0

@@ -116,6 +116,18 @@ def _segment_of(t_ns: NDArray[np.int64], starts_ns: NDArray[np.int64]) -> NDArra
     return np.maximum(np.searchsorted(starts_ns, t_ns, side="right") - 1, 0)
 
 
+def _populated(
+    t_ns: NDArray[np.int64], starts_ns: NDArray[np.int64], least: int
+) -> NDArray[np.int64]:
+    """Segment starts keeping only segments with ≥ ``least`` samples (the first always):
+    a sparse segment's samples join the one before, so its own polynomial cannot make
+    the system singular."""
+    keep = [int(starts_ns[0])]
+    counts = np.bincount(_segment_of(t_ns, starts_ns), minlength=starts_ns.size)
+    keep += [int(s) for s, n in zip(starts_ns[1:], counts[1:], strict=True) if n >= least]
+    return np.asarray(keep, dtype=np.int64)
+
+
 def _design(
     t_ns: NDArray[np.int64],
     omega: NDArray[np.float64],
@@ -157,7 +169,7 @@ def fit_bav(
     processed separately each have their own zero point, so a week's fit must not
     assume one curve through all of them. ``harmonic_degree`` 1 lets the harmonic
     coefficients vary linearly over the span (referred to its middle, where the
-    constant terms and the rates are uncorrelated).
+    constant terms and the rates are nearly uncorrelated for evenly spread samples).
     """
     if harmonic_degree not in (0, 1):
         raise ValueError(f"harmonic_degree must be 0 or 1, not {harmonic_degree}")
@@ -167,8 +179,7 @@ def fit_bav(
         raise ValueError("no BAV samples to fit (every image flagged?)")
     t0 = int(t[0])
     starts = np.sort(np.asarray([t0] if segments_ns is None else segments_ns, dtype=np.int64))
-    used = np.unique(_segment_of(t, starts))
-    starts = starts[used]  # a segment without samples would make the system singular
+    starts = _populated(t, starts, drift_degree + 2)
     ref = (int(t[0]) + int(t[-1])) // 2 if harmonic_degree else t0
     a = _design(t, omega, harmonics, drift_degree, jumps, starts, harmonic_degree, ref)
     w = 1.0 / series.err_uas
@@ -263,14 +274,22 @@ def detect_jumps(
     jumps: list[int] = []
     fit = fit_bav(series, omega, **model)
     t = series.obmt_ns
+    # a step at a segment's first sample is that segment's own zero point already
+    boundary = np.zeros(max(t.size - 1, 0), dtype=bool)
+    if segments_ns is not None and t.size > 1:
+        first = np.searchsorted(t, np.asarray(segments_ns, dtype=np.int64), side="left")
+        first = first[(first >= 1) & (first < t.size)]
+        boundary[first - 1] = True
     for _ in range(max_jumps):
         stat = np.abs(step_statistic(fit.residual_uas, series.err_uas))
         if stat.size == 0:
             break
+        stat[boundary] = 0.0
         j = int(np.argmax(stat)) + 1
         if stat[j - 1] < threshold:
             break
-        j = _best_position(fit.residual_uas, series.err_uas, j, refine_span)
+        refined = _best_position(fit.residual_uas, series.err_uas, j, refine_span)
+        j = j if boundary[refined - 1] else refined
         if int(t[j]) in jumps:
             break
         jumps.append(int(t[j]))

@@ -23,7 +23,7 @@ from dpct.datamodel import NS_PER_DAY, DataSpec, data_type
 from dpct.pipelines.bam._bav import BavFit, BavSeries, detect_jumps
 from dpct.pipelines.bam.report import BIN_NS, REPORT_COLUMNS, binned
 from dpct.pipelines.bam.tasks import JUMP_COLUMNS
-from dpct.tasks import NoData, beside_job_log, task
+from dpct.tasks import NoData, PermanentTaskError, beside_job_log, task
 
 WEEKLY_BIN_NS = 6 * BIN_NS
 """The weekly report's ΔΓ series are 6-hour means: one spin period per point."""
@@ -166,14 +166,17 @@ def weekly(
             start // NS_PER_DAY, inside.sum(), fit.chi2 / max(fit.dof, 1),
             fit.jump_obmt_ns.size, fit.amplitude_uas[0],
         )  # fmt: skip
-    week = detect_jumps(
-        series,
-        omega,
-        threshold=config.jump_threshold,
-        segments_ns=starts,
-        harmonic_degree=1 if config.harmonic_rates else 0,
-        **model,
-    )
+    try:
+        week = detect_jumps(
+            series,
+            omega,
+            threshold=config.jump_threshold,
+            segments_ns=starts,
+            harmonic_degree=1 if config.harmonic_rates else 0,
+            **model,
+        )
+    except np.linalg.LinAlgError as err:  # degenerate data: retrying cannot help
+        raise PermanentTaskError(f"the week's BAV fit over {spec} is singular: {err}") from err
     parts.append(_rows("week", spec.start_ns, week, series.bav_uas.size))
     log.info(
         "week: %d images over %d days, chi2/dof %.3f, %d jumps",
