@@ -242,3 +242,32 @@ def test_week_fit_with_daily_zero_points_recovers_drifting_harmonics() -> None:
     # one polynomial through all four days cannot follow their offsets
     plain = bam.fit_bav(series, omega, harmonics=4, drift_degree=1)
     assert plain.chi2 / plain.dof > 100
+
+
+def test_a_nearly_empty_day_does_not_break_the_week_fit() -> None:
+    """A day with two usable images (a long gap) cannot carry its own drift polynomial:
+    it joins the day before instead of making the fit singular, and no jump is placed
+    at a day's first image (that step is the day's own zero point)."""
+    rng = np.random.default_rng(8)
+    day_ns = 86_400 * 10**9
+    t0 = 700 * day_ns
+    t = np.sort(
+        np.concatenate(
+            [rng.integers(t0, t0 + day_ns, 3000), t0 + day_ns + np.array([10, 20]) * 10**9,
+             rng.integers(t0 + 2 * day_ns, t0 + 3 * day_ns, 3000)]
+        )
+    ).astype(np.int64)  # fmt: skip
+    day = (t - t0) // day_ns
+    err = np.full(t.size, 10.0)
+    offsets = np.array([0.0, 0.0, 4e5])[day]  # the third day has its own zero
+    series = bam.BavSeries(t, offsets + rng.normal(0, 1, t.size) * err, err, t)
+    fit = bam.detect_jumps(
+        series,
+        bam.spin_phase_rad(t),
+        harmonics=4,
+        drift_degree=2,
+        segments_ns=t0 + np.arange(3) * day_ns,
+        harmonic_degree=1,
+    )
+    assert fit.jump_obmt_ns.size == 0
+    assert 0.9 < fit.chi2 / fit.dof < 1.1
