@@ -1,9 +1,9 @@
 """Find every AF CCD transit of every star in a chunk, to nanosecond-level precision.
 
-1. At the chunk's mid-time the true attitude maps the sky pixels' centres to field
-   angles; pixels whose centre passes within the AF field (plus the pixel radius and the
-   spin-axis drift) of either FoV during the chunk (± 60 s) are kept — about 1 % of the
-   sky.
+1. At the middle of each piece of the chunk (≤ 15 min) the true attitude maps the sky
+   pixels' centres to field angles; pixels whose centre passes within the AF field (plus
+   the pixel radius and the spin-axis drift) of either FoV during the piece (the chunk
+   ± 60 s) are kept — about 1 % of the sky.
 2. Their stars are regenerated, and each star's FoV-centre crossing time is predicted
    from its SRS longitude (t = t_m + Δφ/ω_z); stars outside the chunk or the field drop.
 3. A Numba kernel solves, for each candidate and AF strip j, η_obs(t) = η_j by Newton
@@ -45,7 +45,7 @@ from dpct.sim._focalplane import (
 from dpct.sim._scanlaw import AttitudeGrid, attitude_at, attitude_many
 
 MARGIN_S = 60.0
-_ZETA_MARGIN_RAD = 120 * ARCSEC  # spin-axis drift over half a chunk plus wobble
+_ZETA_MARGIN_RAD = 120 * ARCSEC  # spin-axis drift over half a piece plus wobble
 
 
 @dataclass(frozen=True)
@@ -84,6 +84,19 @@ def select_pixels(a_mid: np.ndarray, t_lo_s: float, t_hi_s: float) -> np.ndarray
     return near[hit]
 
 
+PIECE_S = 900.0
+"""Candidates are predicted from the attitude at the middle of pieces at most this long:
+the field-height margin covers the spin axis's drift over half a piece (it moves a few
+degrees a day), so a longer chunk is searched piece by piece rather than from its middle."""
+_OVERLAP_S = 5.0  # pieces' prediction windows overlap; duplicates are dropped
+
+
+def _attitude_matrix(grid: AttitudeGrid, t_ns: int) -> np.ndarray:
+    mats = np.empty((3, 1, 3, 3))
+    attitude_many(grid.t_rel(np.array([t_ns])), grid.as_tuple(), mats, np.empty(1))
+    return mats[2, 0]
+
+
 def find_transits(
     config: SimConfig,
     grid: AttitudeGrid,
@@ -99,39 +112,46 @@ def find_transits(
     stars, transits
         The generated stars (see :func:`stars_in_pixels`) and the transits found.
     """
-    t_mid_ns = (start_ns + stop_ns) // 2
-    t_mid = grid.t_rel(np.array([t_mid_ns]))
-    mats = np.empty((3, 1, 3, 3))
-    attitude_many(t_mid, grid.as_tuple(), mats, np.empty(1))
-    a_mid = mats[2, 0]
-    lo = (start_ns - t_mid_ns) / NS_PER_S - MARGIN_S
-    hi = (stop_ns - t_mid_ns) / NS_PER_S + MARGIN_S
-    stars = stars_in_pixels(config, select_pixels(a_mid, lo, hi))
+    pieces = max(1, math.ceil((stop_ns - start_ns) / (PIECE_S * NS_PER_S)))
+    edges = np.linspace(start_ns, stop_ns, pieces + 1).round().astype(np.int64)
+    windows = []  # (piece middle, attitude there, prediction window in s from the middle)
+    for k in range(pieces):
+        mid = int(edges[k] + edges[k + 1]) // 2
+        lo = (edges[k] - mid) / NS_PER_S - (MARGIN_S if k == 0 else _OVERLAP_S)
+        hi = (edges[k + 1] - mid) / NS_PER_S + (MARGIN_S if k == pieces - 1 else _OVERLAP_S)
+        windows.append((mid, _attitude_matrix(grid, mid), lo, hi))
+    pixels = np.unique(np.concatenate([select_pixels(a, lo, hi) for _, a, lo, hi in windows]))
+    stars = stars_in_pixels(config, pixels)
     n = stars["source_id"].size
     gamma = 1.0 + config.gsr.gamma_minus_one
-    u_mid = observed_direction(
-        stars["u"],
-        stars["parallax_mas"],
-        stars["pmra_masyr"],
-        stars["pmdec_masyr"],
-        np.full(n, t_mid_ns),
-        gamma,
-    )
-    v = u_mid @ a_mid.T
-    phi = np.arctan2(v[:, 1], v[:, 0])
-    zeta = np.arcsin(np.clip(v[:, 2], -1, 1))
-    in_field = np.abs(zeta) < FIELD_HALF_HEIGHT_RAD + _ZETA_MARGIN_RAD
     cand_star, cand_fov, cand_tc = [], [], []
-    for f in (0, 1):
-        tc = _wrap(phi - FOV_PHI_RAD[f]) / SPIN_RATE_RAD_S
-        ok = in_field & (tc >= lo) & (tc <= hi)
-        idx = np.flatnonzero(ok)
-        cand_star.append(idx)
-        cand_fov.append(np.full(idx.size, f, dtype=np.int64))
-        cand_tc.append(tc[idx])
+    for t_mid_ns, a_mid, lo, hi in windows:
+        u_mid = observed_direction(
+            stars["u"],
+            stars["parallax_mas"],
+            stars["pmra_masyr"],
+            stars["pmdec_masyr"],
+            np.full(n, t_mid_ns),
+            gamma,
+        )
+        v = u_mid @ a_mid.T
+        phi = np.arctan2(v[:, 1], v[:, 0])
+        zeta = np.arcsin(np.clip(v[:, 2], -1, 1))
+        in_field = np.abs(zeta) < FIELD_HALF_HEIGHT_RAD + _ZETA_MARGIN_RAD
+        for f in (0, 1):
+            tc = _wrap(phi - FOV_PHI_RAD[f]) / SPIN_RATE_RAD_S
+            idx = np.flatnonzero(in_field & (tc >= lo) & (tc <= hi))
+            cand_star.append(idx)
+            cand_fov.append(np.full(idx.size, f, dtype=np.int64))
+            cand_tc.append(t_mid_ns + np.rint(tc[idx] * NS_PER_S).astype(np.int64))
     star = np.concatenate(cand_star)
     fov = np.concatenate(cand_fov)
-    tc_ns = t_mid_ns + np.rint(np.concatenate(cand_tc) * NS_PER_S).astype(np.int64)
+    tc_ns = np.concatenate(cand_tc)
+    # a crossing predicted in two overlapping pieces is one crossing (a star crosses a
+    # field once every 6 h, far more than a piece)
+    _, first = np.unique(star * 2 + fov, return_index=True)
+    first.sort()  # keep the search order (one piece: exactly as without pieces)
+    star, fov, tc_ns = star[first], fov[first], tc_ns[first]
     u_c = observed_direction(
         stars["u"][star],
         stars["parallax_mas"][star],
