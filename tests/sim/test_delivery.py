@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -35,7 +36,8 @@ def test_a_day_becomes_a_sealed_delivery_with_truth_apart(tmp_path: Path) -> Non
     assert manifest.delivery == "sim-s3-d700" and result.truth_folder is not None
 
     direct = list(Simulator(config).chunks(Span(DAY * NS_PER_DAY, DAY * NS_PER_DAY + 1800 * 10**9)))
-    assert {f.data_type for f in manifest.files} == set(config.products)
+    # the products, and the reference catalogue that the GSR frame needs beside them
+    assert {f.data_type for f in manifest.files} == {*config.products, "gsr_reference_catalogue"}
     for entry in manifest.files:
         path = result.folder / entry.file
         data = path.read_bytes()
@@ -51,6 +53,27 @@ def test_a_day_becomes_a_sealed_delivery_with_truth_apart(tmp_path: Path) -> Non
             DAY * NS_PER_DAY,
             DAY * NS_PER_DAY + 1800 * 10**9,
         )
+    # The catalogue holds every observed star once, at reference (not true) positions:
+    # truth minus offsets of ~ gsr.reference_error_mas.
+    files = {f.data_type: result.folder / f.file for f in manifest.files}
+    catalogue = pq.read_table(files["gsr_reference_catalogue"])
+    ids = catalogue.column("source_id").to_numpy()
+    observed = np.unique(pq.read_table(files["gsr_observations"]).column("source_id"))
+    assert np.isin(observed, ids).all()
+    # a star seen in two chunks is listed by both, at the same reference position
+    order = np.argsort(ids, kind="stable")
+    again = np.flatnonzero(np.diff(ids[order]) == 0)
+    for col in ("ra_deg", "dec_deg"):
+        values = catalogue.column(col).to_numpy()[order]
+        assert np.array_equal(values[again], values[again + 1])
+    stars = pq.read_table(result.truth_folder / "stars.parquet")
+    star_ids, first = np.unique(stars.column("source_id").to_numpy(), return_index=True)
+    at = first[np.searchsorted(star_ids, ids)]
+    d_dec_mas = (
+        stars.column("dec_deg").to_numpy()[at] - catalogue.column("dec_deg").to_numpy()
+    ) * 3.6e6
+    assert np.allclose(d_dec_mas, stars.column("delta_dec_uas").to_numpy()[at] / 1e3, atol=1e-6)
+    assert 0.7 < np.std(d_dec_mas) < 1.3  # reference_error_mas = 1
     # Truth is beside the delivery, never in it.
     assert not any("truth" in f.file for f in manifest.files)
     assert (result.truth_folder / "af_truth.parquet").exists()

@@ -23,6 +23,7 @@ from dpct.sim._catalogue import (
     catalogue_path,
     generate_catalogue,
     read_catalogue,
+    reference_catalogue,
     write_catalogue,
 )
 from dpct.sim._config import (
@@ -86,6 +87,7 @@ __all__ = [
     "mission_day",
     "obmt_to_time",
     "read_catalogue",
+    "reference_catalogue",
     "simulate",
     "time_to_obmt",
     "write_catalogue",

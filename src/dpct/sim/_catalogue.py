@@ -277,3 +277,26 @@ def write_catalogue(
 def read_catalogue(path: str | os.PathLike[str], columns: list[str] | None = None) -> pa.Table:
     """Read a cached catalogue (or some of its columns)."""
     return pq.read_table(path, columns=columns)
+
+
+def reference_catalogue(stars: pa.Table) -> pa.Table:
+    """The reference positions of ``stars`` (a ``stars``/``catalogue`` truth table): truth
+    minus the ``delta_*`` offsets, one row per star. The reference is what the mission
+    knows before the solve, so it is what a delivery carries for the GSR frame."""
+    from dpct.sim._schemas import SCHEMAS
+
+    source = stars.column("source_id").to_numpy()
+    _, first = np.unique(source, return_index=True)  # chunks repeat the stars they share
+    dec = np.deg2rad(stars.column("dec_deg").to_numpy()[first])
+    mas = np.pi / (180 * 3600e3)
+    d_ra = stars.column("delta_ra_cosdec_uas").to_numpy()[first] / 1e3 * mas / np.cos(dec)
+    d_dec = stars.column("delta_dec_uas").to_numpy()[first] / 1e3 * mas
+    ra = np.deg2rad(stars.column("ra_deg").to_numpy()[first])
+    return pa.Table.from_pydict(
+        {
+            "source_id": source[first].astype(np.int64),
+            "ra_deg": np.rad2deg(ra - d_ra),
+            "dec_deg": np.rad2deg(dec - d_dec),
+        },
+        schema=SCHEMAS["gsr_reference_catalogue"],
+    )

@@ -132,6 +132,14 @@ SCHEMAS: dict[str, pa.Schema] = {
             ),
         ],
     ),
+    "gsr_reference_catalogue": _schema(
+        "gsr_reference_catalogue",
+        [
+            _f("source_id", _I64, "", "star"),
+            _f("ra_deg", _F64, "deg", "reference right ascension (ICRS, at the GSR epoch)"),
+            _f("dec_deg", _F64, "deg", "reference declination"),
+        ],
+    ),
     # ------------------------------------------------------------------ truth ---------
     "af_truth": _schema(
         "af_truth",
@@ -335,7 +343,16 @@ SCHEMAS: dict[str, pa.Schema] = {
 }
 
 #: Telemetry tables of a chunk (``SimChunk.products``).
-TELEMETRY_TABLES = ("af_windows", "bam_images", "gsr_observations", "hk", "data_qualifiers")
+TELEMETRY_TABLES = (
+    "af_windows",
+    "bam_images",
+    "gsr_observations",
+    "hk",
+    "data_qualifiers",
+    "gsr_reference_catalogue",
+)
+"""Tables a delivery carries: the products, and the reference catalogue that comes with
+``gsr_observations`` (the positions the mission knows before the solve)."""
 #: Truth tables of a chunk (``SimChunk.truth``).
 TRUTH_TABLES = (
     "af_truth",

@@ -29,7 +29,7 @@ from dpct.sim._anomalies import (
     collect_events,
 )
 from dpct.sim._bam import COMMON_MODE_PERIOD_S, SLOW_PERIOD_DAYS, BasicAngle, bam_products
-from dpct.sim._catalogue import stars_table
+from dpct.sim._catalogue import reference_catalogue, stars_table
 from dpct.sim._config import SimConfig
 from dpct.sim._constants import (
     BASIC_ANGLE_DEG,
@@ -165,6 +165,11 @@ class Simulator:
             if "gsr_observations" in want:
                 products["gsr_observations"], truth["gsr_attitude"] = gsr_rows(
                     cfg, stars, win, grid, self.calibration, index
+                )
+                observed = products["gsr_observations"].column("source_id")
+                in_rows = pc.is_in(truth["stars"].column("source_id"), value_set=observed)
+                products["gsr_reference_catalogue"] = reference_catalogue(
+                    truth["stars"].filter(in_rows)
                 )
 
         def omega_of(t: np.ndarray) -> np.ndarray:

@@ -111,6 +111,8 @@ def _write_day(
     streams: dict[str, _TableStream] = {}
     truth_streams: dict[str, _TableStream] = {}
     products = [p for p in simulator.config.products if p in TELEMETRY_TYPES]
+    if "gsr_observations" in products:
+        products.append("gsr_reference_catalogue")  # the frame's reference comes along
     for product in products:
         spec = DataSpec(product, span.start_obmt_ns, span.stop_obmt_ns)
         relative = writer.relative_name(spec, tag)

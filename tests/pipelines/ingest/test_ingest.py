@@ -107,7 +107,7 @@ def test_a_pulled_delivery_starts_the_ingest_workflows(
         "InputDataUpdateIngestAutWorkflow",
     }
     report = pull(db, settings, delivery.folder, clock=clock)
-    assert report.status == "DONE" and len(report.with_status("REGISTERED")) == 5
+    assert report.status == "DONE" and len(report.with_status("REGISTERED")) == 6
     run_inline(db, settings, clock)
     views = service.workflows(db, how_many=10)
     assert sorted(v.workflow.name for v in views) == sorted(r.name for r in rows)

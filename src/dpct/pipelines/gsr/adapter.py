@@ -227,26 +227,11 @@ def _nonfinite(obs_id: NDArray[np.int64], **arrays: NDArray) -> None:
 
 
 def reference_catalogue(stars: pa.Table) -> pa.Table:
-    """The reference positions a ``gsr_reference_catalogue`` holds, from simulator truth.
+    """The reference positions a ``gsr_reference_catalogue`` holds, from simulator truth
+    (the simulator's deliveries carry the same table; for tests and demos)."""
+    from dpct.sim import reference_catalogue as from_truth
 
-    The simulator's ``stars``/``catalogue`` tables hold the true positions and the
-    true − reference offsets; the reference is what the mission knows before the solve,
-    so it is the one a pipeline may read. For tests and demos.
-    """
-    dec = np.deg2rad(_np(stars, "dec_deg"))
-    mas = math.pi / (180 * 3600e3)
-    d_ra = _np(stars, "delta_ra_cosdec_uas") / UAS_PER_MAS * mas / np.cos(dec)
-    d_dec = _np(stars, "delta_dec_uas") / UAS_PER_MAS * mas
-    table = pa.table(
-        {
-            "source_id": stars.column("source_id"),
-            "ra_deg": np.rad2deg(np.deg2rad(_np(stars, "ra_deg")) - d_ra),
-            "dec_deg": np.rad2deg(dec - d_dec),
-        }
-    )
-    # chunks repeat the stars they share
-    _, first = np.unique(table.column("source_id").to_numpy(), return_index=True)
-    return table.take(pa.array(first))
+    return from_truth(stars)
 
 
 def astrometric_truth(stars: pa.Table) -> pa.Table:

@@ -46,16 +46,6 @@ WORKFLOWS = Path(__file__).with_name("workflows")
 _ASTRO, _ASTRO_UNITS, _ASTRO_DOC = ASTRO_COLUMNS, ASTRO_UNITS, ASTRO_DOC
 
 data_type(
-    "gsr_reference_catalogue",
-    1,
-    [
-        ("source_id", "int64", "", "star"),
-        ("ra_deg", "float64", "deg", "reference right ascension (ICRS, at the GSR epoch)"),
-        ("dec_deg", "float64", "deg", "reference declination"),
-    ],
-    description="Reference positions of the GSR stars: the frame constraints are built on them",
-)
-data_type(
     "gsr_astrometric_truth",
     1,
     [("source_id", "int64", "", "star")]
