@@ -168,7 +168,7 @@ def _calibration(
     return calibration.with_solution_id(solution)
 
 
-def _image_params(
+def image_params(
     windows: pa.Table,
     qualifiers: pa.Table,
     calibration: pa.Table,
@@ -177,6 +177,7 @@ def _image_params(
     log: logging.Logger,
     solutions: dict[str, list[int]],
 ) -> pa.Table:
+    """Centroid, flux and background of every window of the chunk's CCD, with its LSF."""
     if windows.num_rows == 0:
         raise NoData(f"no AF windows in {spec}")
     t = windows.column("obmt_ns").to_numpy()
@@ -202,50 +203,23 @@ def _image_params(
     return params
 
 
-@task(
-    "aim.image_params",
-    inputs={
-        "windows": "aim_windows",
-        "qualifiers": "data_qualifiers",
-        "calibration": "aim_lsf_calibration@before",
-    },
-    outputs={"params": "aim_image_params"},
-    config=ImageParamsConfig,
-)
-def image_params(
-    windows: pa.Table,
-    qualifiers: pa.Table,
-    calibration: pa.Table,
-    config: ImageParamsConfig,
-    spec: DataSpec,
-    log: logging.Logger,
-    solutions: dict[str, list[int]],
-) -> pa.Table:
-    """Centroid, flux and background of every window, with the latest earlier LSF."""
-    return _image_params(windows, qualifiers, calibration, config, spec, log, solutions)
+def _image_params_task(name: str, calibration: str) -> None:
+    task(
+        name,
+        inputs={
+            "windows": "aim_windows",
+            "qualifiers": "data_qualifiers",
+            "calibration": calibration,
+        },
+        outputs={"params": "aim_image_params"},
+        config=ImageParamsConfig,
+    )(image_params)
 
 
-@task(
-    "aim.image_params_cyclic",
-    inputs={
-        "windows": "aim_windows",
-        "qualifiers": "data_qualifiers",
-        "calibration": "aim_lsf_calibration@newest",
-    },
-    outputs={"params": "aim_image_params"},
-    config=ImageParamsConfig,
-)
-def image_params_cyclic(
-    windows: pa.Table,
-    qualifiers: pa.Table,
-    calibration: pa.Table,
-    config: ImageParamsConfig,
-    spec: DataSpec,
-    log: logging.Logger,
-    solutions: dict[str, list[int]],
-) -> pa.Table:
-    """The same fit with the newest calibration, wherever it lies: cyclic reprocessing."""
-    return _image_params(windows, qualifiers, calibration, config, spec, log, solutions)
+# Daily: the latest calibration ending before the chunk. Cyclic: the newest, wherever it
+# lies (a reprocessing of earlier days with what was learnt since).
+_image_params_task("aim.image_params", "aim_lsf_calibration@before")
+_image_params_task("aim.image_params_cyclic", "aim_lsf_calibration@newest")
 
 
 class CalibrationConfig(BaseModel, extra="forbid"):

@@ -66,18 +66,19 @@ data_type(
     time_column="obmt_ns",
     supersede=True,
 )
+HARMONIC_COLUMNS = [
+    ("k", "int16", "", "harmonic of the 6 h spin"),
+    ("cos_uas", "float64", "uas", "C_k of C_k cos kΩ + S_k sin kΩ"),
+    ("sin_uas", "float64", "uas", "S_k"),
+    ("cos_err_uas", "float64", "uas", "error of C_k"),
+    ("sin_err_uas", "float64", "uas", "error of S_k"),
+    ("amplitude_uas", "float64", "uas", "sqrt(C_k² + S_k²)"),
+    ("phase_rad", "float64", "rad", "atan2(S_k, C_k)"),
+]
 data_type(
     "bam_harmonics",
     1,
-    [
-        ("k", "int16", "", "harmonic of the 6 h spin"),
-        ("cos_uas", "float64", "uas", "C_k of C_k cos kΩ + S_k sin kΩ"),
-        ("sin_uas", "float64", "uas", "S_k"),
-        ("cos_err_uas", "float64", "uas", "error of C_k"),
-        ("sin_err_uas", "float64", "uas", "error of S_k"),
-        ("amplitude_uas", "float64", "uas", "sqrt(C_k² + S_k²)"),
-        ("phase_rad", "float64", "rad", "atan2(S_k, C_k)"),
-    ],
+    HARMONIC_COLUMNS,
     description="Spin-harmonic coefficients of the basic-angle variation",
     supersede=True,
 )

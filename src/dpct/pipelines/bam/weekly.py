@@ -22,7 +22,7 @@ from pydantic import BaseModel, Field
 from dpct.datamodel import NS_PER_DAY, DataSpec, data_type
 from dpct.pipelines.bam._bav import BavFit, BavSeries, detect_jumps
 from dpct.pipelines.bam.report import BIN_NS, REPORT_COLUMNS, binned
-from dpct.pipelines.bam.tasks import JUMP_COLUMNS
+from dpct.pipelines.bam.tasks import HARMONIC_COLUMNS, JUMP_COLUMNS
 from dpct.tasks import NoData, PermanentTaskError, beside_job_log, task
 
 WEEKLY_BIN_NS = 6 * BIN_NS
@@ -34,17 +34,11 @@ data_type(
     [
         ("scope", "string", "", "'day': one day's own fit; 'week': the whole week's"),
         ("start_ns", "int64", "ns", "start of the day or week fitted"),
-        ("k", "int16", "", "harmonic of the 6 h spin"),
-        ("cos_uas", "float64", "uas", "C_k (week: at ref_ns)"),
-        ("sin_uas", "float64", "uas", "S_k (week: at ref_ns)"),
-        ("cos_err_uas", "float64", "uas", "error of C_k"),
-        ("sin_err_uas", "float64", "uas", "error of S_k"),
+        *HARMONIC_COLUMNS,  # the week's: at ref_ns
         ("cos_rate_uas_per_day", "float64", "uas/d", "dC_k/dt over the week (0 for a day)"),
         ("sin_rate_uas_per_day", "float64", "uas/d", "dS_k/dt over the week (0 for a day)"),
         ("cos_rate_err_uas_per_day", "float64", "uas/d", "error of dC_k/dt"),
         ("sin_rate_err_uas_per_day", "float64", "uas/d", "error of dS_k/dt"),
-        ("amplitude_uas", "float64", "uas", "sqrt(C_k² + S_k²)"),
-        ("phase_rad", "float64", "rad", "atan2(S_k, C_k)"),
         ("ref_ns", "int64", "ns", "time the coefficients refer to"),
         ("chi2_dof", "float64", "", "chi2 per degree of freedom of the fit"),
         ("images", "int64", "", "ΔΓ samples fitted"),
