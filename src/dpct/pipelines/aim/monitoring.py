@@ -119,8 +119,16 @@ def lsf_width_px(
     return width, err_var / (2 * width)
 
 
-def _median_by(keys: NDArray[np.int64], values: NDArray[np.float64]) -> dict[int, float]:
-    return {int(k): float(np.median(values[keys == k])) for k in np.unique(keys)}
+def _median_by(
+    keys: NDArray[np.int64], values: NDArray[np.float64]
+) -> tuple[NDArray[np.int64], NDArray[np.float64], NDArray[np.int64]]:
+    """Median and count of ``values`` per distinct key (keys sorted): one sort, not one
+    pass over a day's windows per key."""
+    order = np.argsort(keys, kind="stable")
+    k, v = keys[order], values[order]
+    unique, first, counts = np.unique(k, return_index=True, return_counts=True)
+    medians = np.array([np.median(v[a : a + n]) for a, n in zip(first, counts, strict=True)])
+    return unique, medians, counts
 
 
 def monitor_day(
@@ -155,8 +163,9 @@ def monitor_day(
     background = col["background_e"].astype(np.float64)
     fov = windows.column("fov").to_numpy().astype(np.int64)
     sky_key = ((t - start_ns) // SKY_BIN_NS) * 2 + fov
-    sky = _median_by(sky_key[bg_use], background[bg_use])
-    sky_at = np.array([sky.get(int(k), np.nan) for k in sky_key])
+    sky_keys, sky, _ = _median_by(sky_key[bg_use], background[bg_use])
+    at = np.minimum(np.searchsorted(sky_keys, sky_key), max(sky_keys.size - 1, 0))
+    sky_at = np.where(sky_keys[at] == sky_key, sky[at], np.nan) if sky_keys.size else np.nan
     bg_use &= sky_at > 0
     ratio = np.where(bg_use, background / np.where(sky_at > 0, sky_at, 1.0), np.nan)
     bins = (t - start_ns) // BACKGROUND_BIN_NS
@@ -191,8 +200,8 @@ def monitor_day(
         b = on & bg_use
         if b.sum():
             rows.append((c, "background_e", float(np.median(col["background_e"][b]))))
-            per_bin = _median_by(bins[b], ratio[b])
-            excess = [v - 1 for k, v in per_bin.items() if np.count_nonzero(bins[b] == k) >= 10]
+            _, per_bin, counts = _median_by(bins[b], ratio[b])
+            excess = list(per_bin[counts >= 10] - 1)
             if excess:
                 rows.append((c, "background_excess", float(max(excess, key=abs))))
         z = on & zp_use

@@ -122,14 +122,18 @@ def ingest(
     saturated = windows.column("saturated").to_numpy(zero_copy_only=False)
     truncated = windows.column("truncated").to_numpy(zero_copy_only=False)
     ccds = np.unique(ccd)
+
+    def per_ccd(hit: np.ndarray) -> np.ndarray:
+        return np.bincount(ccd, weights=hit.astype(np.float64), minlength=63)[ccds].astype(np.int64)
+
     checks = pa.table(
         {
             "ccd_index": ccds.astype(np.int16),
-            "windows": [int((ccd == c).sum()) for c in ccds],
-            "nonfinite": [int(nonfinite[ccd == c].sum()) for c in ccds],
-            "saturated": [int(saturated[ccd == c].sum()) for c in ccds],
-            "truncated": [int(truncated[ccd == c].sum()) for c in ccds],
-            "bad_interval": [int(bad[ccd == c].sum()) for c in ccds],
+            "windows": per_ccd(np.ones(ccd.size)),
+            "nonfinite": per_ccd(nonfinite),
+            "saturated": per_ccd(saturated),
+            "truncated": per_ccd(truncated),
+            "bad_interval": per_ccd(bad),
         }
     )
     log.info(
