@@ -109,7 +109,9 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3)
     args = p.parse_args()
     files, file_mib = (4, 64) if args.quick else (10, 256)
-    work = Path(tempfile.mkdtemp(prefix="ingest-", dir=HERE.parent / ".bench-tmp"))
+    scratch = HERE.parent / ".bench-tmp"
+    scratch.mkdir(exist_ok=True)  # absent from a fresh clone
+    work = Path(tempfile.mkdtemp(prefix="ingest-", dir=scratch))
     rows: list[Row] = []
     server = None
     try:

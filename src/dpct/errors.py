@@ -111,3 +111,9 @@ class ContractError(DpctError):
 
 class TransferError(DpctError):
     """A transfer failed."""
+
+
+class PartialTransfer(TransferError):
+    """A transfer ended PARTIAL: some files were quarantined; see `dpct transfer show ID`."""
+
+    exit_code = 6

@@ -79,9 +79,19 @@ _RANGE = re.compile(r"bytes=(\d+)-(\d*)$")
 class DeliveryServer:
     """Serve ``root`` over HTTP on 127.0.0.1 in a thread, recording every GET."""
 
-    def __init__(self, root: Path, *, cut: set[str] | None = None, honour_range: bool = True):
+    def __init__(
+        self,
+        root: Path,
+        *,
+        cut: set[str] | None = None,
+        honour_range: bool = True,
+        hold: set[str] | None = None,
+    ):
         self.root = root
         self.cut = set(cut or ())  # relative paths to cut halfway the first time
+        # relative paths sent halfway, then held until release(): a pull stuck mid-file
+        self.hold = set(hold or ())
+        self.released = threading.Event()
         self.honour_range = honour_range
         self.lock = threading.Lock()
         self.requests: list[tuple[str, str | None]] = []  # (relative path, Range header)
@@ -145,11 +155,17 @@ class DeliveryServer:
             cut = relative in self.cut
             self.cut.discard(relative)
         stop = start + (size - start) // 2 if cut else size
+        pause = start + (size - start) // 2 if relative in self.hold else -1
         with open(path, "rb") as f:
             f.seek(start)
             position = start
             while position < stop:
-                block = f.read(min(1 << 20, stop - position))
+                if position >= pause >= 0:
+                    handler.wfile.flush()
+                    self.released.wait()
+                    pause = -1
+                end = pause if pause > position else stop
+                block = f.read(min(1 << 20, end - position))
                 handler.wfile.write(block)
                 position += len(block)
                 with self.lock:
@@ -159,7 +175,13 @@ class DeliveryServer:
             handler.connection.shutdown(socket.SHUT_RDWR)
             handler.close_connection = True
 
+    def release(self) -> None:
+        """Let held files go on, now and for every later request."""
+        self.hold.clear()
+        self.released.set()
+
     def close(self) -> None:
+        self.released.set()
         self.httpd.shutdown()
         self.httpd.server_close()
 

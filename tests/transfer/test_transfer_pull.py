@@ -246,17 +246,18 @@ def test_pulled_hk_starts_a_data_triggered_workflow_with_the_transfer_id(
 def test_copy_of_a_delivery_folder_resumes_from_local_staging(
     db: Database, settings: Settings, tmp_path: Path
 ) -> None:
-    """A partial staging file (a pull killed mid-file) is completed, not refetched."""
+    """A partial staging file (a pull killed mid-file) is adopted and completed."""
     manifest = hk_delivery(tmp_path / "d1", "d1", [0], rows=5_000)
     entry = manifest.files[0]
-    staging = dts._staging_for(settings, dts.open_peer(tmp_path / "d1"))
+    staging = dts.staging_dir(settings) / "77"  # a transfer that is gone
     staging.mkdir(parents=True)
-    part = staging / f"00000-{entry.checksum.removeprefix('sha256:')}"
+    part = staging / f"{entry.checksum.removeprefix('sha256:')}.hk.part"
     shutil.copyfile(tmp_path / "d1" / entry.file, part)
     truncate(part, entry.bytes // 3)
     report = pull(db, settings, tmp_path / "d1")
     assert report.status == "DONE"
     assert report.wire_bytes == entry.bytes - entry.bytes // 3
+    assert not staging.exists()  # adopted, and its emptied folder removed
 
 
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
@@ -265,3 +266,34 @@ def test_unknown_scheme_is_bad_input(db: Database, settings: Settings) -> None:
 
     with pytest.raises(BadInput, match="cannot pull"):
         pull(db, settings, "ftp://example.org/x")
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_cli_pull_exit_codes_tell_partial_from_failed(
+    db: Database,
+    settings: Settings,
+    env: dict[str, str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from typer.testing import CliRunner
+
+    from dpct.cli import app
+    from dpct.cli._context import settings as cli_settings
+    from dpct.errors import PartialTransfer, TransferError
+
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    cli_settings.cache_clear()
+    manifest = hk_delivery(tmp_path / "d1", "d1", [0, 1])
+    flip_bytes(tmp_path / "d1" / manifest.files[0].file)
+    (tmp_path / "unsealed").mkdir()
+    runner = CliRunner()
+    try:
+        partial = runner.invoke(app, ["transfer", "pull", str(tmp_path / "d1")])
+        assert isinstance(partial.exception, PartialTransfer)
+        assert partial.exception.exit_code == 6 and "PARTIAL" in str(partial.exception)
+        failed = runner.invoke(app, ["transfer", "pull", str(tmp_path / "unsealed")])
+        assert type(failed.exception) is TransferError and failed.exception.exit_code == 1
+    finally:
+        cli_settings.cache_clear()

@@ -175,7 +175,7 @@ def test_cli_pull_list_show(
 
     from dpct.cli import app
     from dpct.cli._context import settings as cli_settings
-    from dpct.errors import TransferError
+    from dpct.errors import NotFound, TransferError
 
     for key, value in env.items():
         monkeypatch.setenv(key, value)
@@ -192,8 +192,12 @@ def test_cli_pull_list_show(
         shown = runner.invoke(app, ["transfer", "show", str(report["transfer"]["id"])])
         assert shown.exit_code == 0 and "REGISTERED" in shown.stdout
         missing = runner.invoke(app, ["transfer", "pull", str(tmp_path / "nothing")])
-        assert isinstance(missing.exception, TransferError)
-        assert "not sealed" in str(missing.exception)
+        assert isinstance(missing.exception, NotFound) and missing.exception.exit_code == 3
+        assert "does not exist" in str(missing.exception)
+        (tmp_path / "unsealed").mkdir()
+        unsealed = runner.invoke(app, ["transfer", "pull", str(tmp_path / "unsealed")])
+        assert isinstance(unsealed.exception, TransferError)
+        assert "not sealed" in str(unsealed.exception)
         watched = runner.invoke(app, ["transfer", "watch", str(tmp_path), "--once", "--json"])
         assert watched.exit_code == 0 and json.loads(watched.stdout) == []
     finally:

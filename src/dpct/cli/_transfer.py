@@ -21,7 +21,7 @@ from rich.text import Text
 from dpct.cli._context import database, settings
 from dpct.cli._render import console, emit_json, err_console, table, when
 from dpct.datamodel import NS_PER_S, parse_duration_ns
-from dpct.errors import BadInput, TransferError
+from dpct.errors import BadInput, PartialTransfer, TransferError
 from dpct.storage import TransferFileRow, TransferStatus
 from dpct.transfer import service
 
@@ -62,6 +62,10 @@ class _Bar:
     def advance(self, nbytes: int) -> None:
         if self.task is not None:
             self.progress.advance(self.task, nbytes)
+
+    def waiting(self, message: str) -> None:
+        # Printed even off a terminal: a pull that seems to hang says why, on stderr.
+        err_console.print(message, markup=False, highlight=False, soft_wrap=True)
 
     def file_done(self, row: TransferFileRow) -> None:
         if row.status not in ("REGISTERED", "DUPLICATE", "SENT"):
@@ -107,8 +111,14 @@ def _report(report: service.TransferReport, as_json: bool) -> None:
 
 
 def _fail_if_failed(report: service.TransferReport) -> None:
+    """Exit 1 on FAILED, 6 on PARTIAL (see the exit codes in `dpct transfer pull --help`)."""
     if report.status == TransferStatus.FAILED:
         raise TransferError(f"transfer {report.id} FAILED: {report.transfer.message}")
+    if report.status == TransferStatus.PARTIAL:
+        raise PartialTransfer(
+            f"transfer {report.id} PARTIAL: {report.transfer.message}; the quarantined files "
+            f"are listed by `dpct transfer show {report.id}`"
+        )
 
 
 @transfer_app.command("pull")
@@ -118,7 +128,13 @@ def pull(
     retries: Retries = 5,
     as_json: Json = False,
 ) -> None:
-    """Pull one delivery: verify, register, quarantine what is wrong, skip what is known."""
+    """Pull one delivery: verify, register, quarantine what is wrong, skip what is known.
+
+    Waits for another running pull that holds some of the same files. Exit codes: 0
+    DONE; 6 PARTIAL (some files quarantined); 1 FAILED (peer unreachable, a file not
+    fetched, a full disk: the message says which); 3 the source does not exist; 2 bad
+    input; 5 the database.
+    """
     with _bar() as bar:
         report = service.pull(
             database(), settings(), source, workers=workers, retries=retries, progress=bar

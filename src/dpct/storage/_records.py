@@ -250,6 +250,22 @@ class TransferRow:
     started_at: float
     ended_at: float | None
     message: str
+    host: str = ""
+    pid: int = 0
+    pid_start: int | None = None
+    heartbeat_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TransferClaimRow:
+    """A running pull's hold on one file's bytes (checksum and type) until registered."""
+
+    checksum: str
+    data_type: str
+    transfer_id: int
+    name: str
+    location: str
+    claimed_at: float
 
 
 @dataclass(frozen=True, slots=True)

@@ -258,8 +258,35 @@ transfers = sa.Table(
     sa.Column("started_at", Time, nullable=False),
     sa.Column("ended_at", Time),
     sa.Column("message", sa.Text, nullable=False),
+    sa.Column("host", sa.String(255), nullable=False, server_default=""),
+    sa.Column("pid", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("pid_start", sa.BigInteger),
+    sa.Column("heartbeat_at", Time),
 )
-"""DTS: one row per delivery pulled in or pushed out (the seed's TRANSFERID)."""
+"""DTS: one row per delivery pulled in or pushed out (the seed's TRANSFERID).
+
+``host``, ``pid`` and ``pid_start`` (the process's start time, against pid reuse) name
+the process running it, and ``heartbeat_at`` says when it last showed life: a RUNNING
+transfer whose process is gone is marked FAILED by ``recover_stale_transfers``.
+"""
+
+transfer_claims = sa.Table(
+    "transfer_claims",
+    metadata,
+    sa.Column("checksum", sa.String(80), primary_key=True),
+    sa.Column("data_type", sa.String(128), primary_key=True),
+    sa.Column("transfer_id", Id, sa.ForeignKey("transfers.id"), nullable=False),
+    sa.Column("name", sa.Text, nullable=False),
+    sa.Column("location", sa.Text, nullable=False),
+    sa.Column("claimed_at", Time, nullable=False),
+    sa.Index(None, "transfer_id"),
+)
+"""DTS: which running pull owns a file's bytes (checksum and type) until it registers them.
+
+The primary key makes the claim exclusive: two pulls never fetch, store or register the
+same bytes at once. ``location`` is where the file goes in the store, written before it
+is moved there, so a pull that dies leaves no store file that nothing points at.
+"""
 
 transfer_files = sa.Table(
     "transfer_files",

@@ -4,11 +4,16 @@ A transfer row's counters are kept by :func:`record_transfer_file` in the transa
 that records the file, so they always agree with ``transfer_files``. Events for a file
 that was not registered are written there too: whoever looks at the event log sees every
 file a delivery brought, registered or not (registrations emit ``dataset.registered``).
+
+Claims (``transfer_claims``) give one running pull at a time the bytes of a file (its
+checksum and type): it alone fetches, stores and registers them, and it gives them up
+when it registers them or finishes, in the same transaction.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -18,13 +23,20 @@ from dpct.storage._events import add_events
 from dpct.storage._records import (
     DatasetRow,
     DatasetState,
+    TransferClaimRow,
     TransferFileRow,
     TransferFileStatus,
     TransferRow,
     TransferStatus,
     WorkflowRow,
 )
-from dpct.storage._schema import datasets, transfer_files, transfers, workflows
+from dpct.storage._schema import (
+    datasets,
+    transfer_claims,
+    transfer_files,
+    transfers,
+    workflows,
+)
 from dpct.storage._workflows import _workflow_row
 
 _COUNTER = {
@@ -43,8 +55,15 @@ def start_transfer(
     nbytes: int,
     now: float,
     message: str = "",
+    host: str = "",
+    pid: int = 0,
+    pid_start: int | None = None,
 ) -> int:
-    """Open a RUNNING transfer of ``files`` files, ``nbytes`` bytes in all; returns its id."""
+    """Open a RUNNING transfer of ``files`` files, ``nbytes`` bytes in all; returns its id.
+
+    ``host``, ``pid`` and ``pid_start`` name the process that runs it, so that another
+    can tell when it is gone.
+    """
     if direction not in ("pull", "push"):
         raise ValueError(f"direction must be 'pull' or 'push', not {direction!r}")
     transfer_id = int(
@@ -62,6 +81,10 @@ def start_transfer(
                 started_at=now,
                 ended_at=None,
                 message=message,
+                host=host,
+                pid=pid,
+                pid_start=pid_start,
+                heartbeat_at=now,
             )
             .returning(transfers.c.id)
         ).scalar_one()
@@ -149,20 +172,190 @@ def record_transfer_file(
 
 def finish_transfer(
     conn: Connection, transfer_id: int, *, status: str, now: float, message: str = ""
-) -> None:
-    """Close a transfer; FAILED emits ``transfer.failed``, others ``transfer.finished``."""
+) -> bool:
+    """Close a RUNNING transfer and give up its claims; False if it was closed already.
+
+    FAILED emits ``transfer.failed``, others ``transfer.finished``. A transfer that
+    recovery marked FAILED stays so: a process that was thought dead cannot undo that.
+    """
     status = TransferStatus(status)
     if status == TransferStatus.RUNNING:
         raise ValueError("a transfer is finished as DONE, PARTIAL or FAILED, not RUNNING")
-    conn.execute(
+    closed = conn.execute(
         sa.update(transfers)
-        .where(transfers.c.id == transfer_id)
+        .where(transfers.c.id == transfer_id, transfers.c.status == TransferStatus.RUNNING)
         .values(status=status, ended_at=now, message=message)
+    ).rowcount
+    if not closed:
+        return False
+    conn.execute(
+        sa.delete(transfer_claims).where(
+            transfer_claims.c.transfer_id == transfer_id, transfer_claims.c.location == ""
+        )
     )
     kind = "transfer.failed" if status == TransferStatus.FAILED else "transfer.finished"
     add_events(
         conn, now, [("DTS", kind, "transfer", transfer_id, f"{status}: {message}".rstrip(": "))]
     )
+    return True
+
+
+def beat_transfer(conn: Connection, transfer_id: int, now: float) -> bool:
+    """Note that a transfer's process is alive; False once it is no longer RUNNING.
+
+    On PostgreSQL the update also locks the row until the transaction ends, so a
+    registration that begins with it cannot interleave with recovery failing it.
+    """
+    return bool(
+        conn.execute(
+            sa.update(transfers)
+            .where(transfers.c.id == transfer_id, transfers.c.status == TransferStatus.RUNNING)
+            .values(heartbeat_at=now)
+        ).rowcount
+    )
+
+
+def running_transfers(conn: Connection) -> list[TransferRow]:
+    """Every RUNNING transfer, oldest first (few: one per pull, push or watcher)."""
+    query = (
+        sa.select(transfers)
+        .where(transfers.c.status == TransferStatus.RUNNING)
+        .order_by(transfers.c.id)
+    )
+    return [_transfer_row(r) for r in conn.execute(query)]
+
+
+# ---------------------------------------------------------------- claims --------------
+
+ClaimKey = tuple[str, str]
+"""(checksum, data type): what a claim holds."""
+
+
+@dataclass(slots=True)
+class Claimed:
+    """What :func:`claim_files` found: bytes registered already, and claims of others.
+
+    When ``held`` is not empty nothing was claimed (all or nothing, so a pull that waits
+    holds no claim another could be waiting for: no deadlock).
+    """
+
+    registered: dict[ClaimKey, DatasetRow] = field(default_factory=dict)
+    held: dict[ClaimKey, int] = field(default_factory=dict)
+
+
+def _claims_on(conn: Connection, keys: Sequence[ClaimKey]) -> dict[ClaimKey, int]:
+    c = transfer_claims.c
+    wanted = set(keys)
+    found: dict[ClaimKey, int] = {}
+    checksums = sorted({k[0] for k in keys})
+    for i in range(0, len(checksums), 500):
+        query = sa.select(c.checksum, c.data_type, c.transfer_id).where(
+            c.checksum.in_(checksums[i : i + 500])
+        )
+        for checksum, data_type, transfer_id in conn.execute(query):
+            if (checksum, data_type) in wanted:
+                found[(checksum, data_type)] = int(transfer_id)
+    return found
+
+
+def claim_files(
+    conn: Connection,
+    transfer_id: int,
+    files: Sequence[tuple[str, str, str]],
+    *,
+    now: float,
+) -> Claimed:
+    """Claim the files ``(checksum, data_type, name)`` not yet registered, all or none.
+
+    Claims are read before datasets: on PostgreSQL each statement sees what was committed
+    when it began, and a pull registers its files and drops their claims in one
+    transaction, so a claim gone by the first read means its datasets show in the second.
+    """
+    keys = list(dict.fromkeys((checksum, data_type) for checksum, data_type, _ in files))
+    result = Claimed()
+    held = _claims_on(conn, keys)
+    result.held = {k: t for k, t in held.items() if t != transfer_id}
+    mine = {k for k, t in held.items() if t == transfer_id}
+    for key in keys:
+        if key in mine:
+            continue
+        known = find_dataset_by_checksum(conn, *key)
+        if known is not None:
+            result.registered[key] = known
+    if result.held:
+        return result
+    names = {(checksum, data_type): name for checksum, data_type, name in reversed(files)}
+    rows = [
+        {
+            "checksum": key[0],
+            "data_type": key[1],
+            "transfer_id": transfer_id,
+            "name": names[key],
+            "location": "",
+            "claimed_at": now,
+        }
+        for key in keys
+        if key not in result.registered and key not in mine
+    ]
+    if rows:
+        try:
+            with conn.begin_nested():
+                conn.execute(sa.insert(transfer_claims), rows)
+        except sa.exc.IntegrityError:
+            # Another transaction claimed one of them since our read (PostgreSQL).
+            result.held = {k: t for k, t in _claims_on(conn, keys).items() if t != transfer_id} or {
+                keys[0]: 0
+            }
+    return result
+
+
+def set_claim_location(conn: Connection, transfer_id: int, key: ClaimKey, location: str) -> None:
+    """Write down where a claimed file goes in the store, before it is moved there."""
+    c = transfer_claims.c
+    done = conn.execute(
+        sa.update(transfer_claims)
+        .where(c.transfer_id == transfer_id, c.checksum == key[0], c.data_type == key[1])
+        .values(location=location)
+    ).rowcount
+    if done != 1:
+        raise LookupError(f"transfer {transfer_id} holds no claim on {key[1]} {key[0]}")
+
+
+def release_claims(conn: Connection, transfer_id: int, keys: Iterable[ClaimKey]) -> int:
+    """Drop these claims of a transfer; returns how many it held."""
+    c = transfer_claims.c
+    released = 0
+    for checksum, data_type in keys:
+        released += conn.execute(
+            sa.delete(transfer_claims).where(
+                c.transfer_id == transfer_id, c.checksum == checksum, c.data_type == data_type
+            )
+        ).rowcount
+    return released
+
+
+def claims_of(conn: Connection, transfer_id: int) -> list[TransferClaimRow]:
+    c = transfer_claims.c
+    query = sa.select(transfer_claims).where(c.transfer_id == transfer_id).order_by(c.name)
+    return [TransferClaimRow(**r._mapping) for r in conn.execute(query)]
+
+
+def abandoned_claims(conn: Connection) -> list[TransferClaimRow]:
+    """Claims whose transfer is no longer RUNNING: left by a crash, to be cleaned up."""
+    c = transfer_claims.c
+    query = (
+        sa.select(transfer_claims)
+        .join(transfers, transfers.c.id == c.transfer_id)
+        .where(transfers.c.status != TransferStatus.RUNNING)
+        .order_by(c.transfer_id, c.name)
+    )
+    return [TransferClaimRow(**r._mapping) for r in conn.execute(query)]
+
+
+def is_registered_location(conn: Connection, location: str) -> bool:
+    """Whether a dataset row points at ``location`` (then its file must stay)."""
+    query = sa.select(datasets.c.id).where(datasets.c.location == location).limit(1)
+    return conn.execute(query).first() is not None
 
 
 def _transfer_row(row: sa.Row) -> TransferRow:

@@ -11,6 +11,7 @@ from dpct.transfer._manifest import (
     read_manifest,
     write_delivery,
 )
+from dpct.transfer._recovery import Recovery, recover_stale_transfers
 from dpct.transfer.service import (
     Progress,
     TransferReport,
@@ -30,6 +31,7 @@ __all__ = [
     "Manifest",
     "ManifestEntry",
     "Progress",
+    "Recovery",
     "SpecModel",
     "TransferReport",
     "TransferView",
@@ -38,6 +40,7 @@ __all__ = [
     "pull",
     "push",
     "read_manifest",
+    "recover_stale_transfers",
     "transfer",
     "transfers",
     "watch",

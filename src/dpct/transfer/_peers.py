@@ -162,8 +162,19 @@ class _Sink:
         self._new_hash()
 
     def finish(self) -> str:
+        self.file.flush()
+        actual = os.fstat(self.file.fileno()).st_size
         self.file.close()
-        return "sha256:" + self.hash.hexdigest()
+        checksum = "sha256:" + self.hash.hexdigest()
+        if actual != self.size:
+            # Only one process holds the claim on these bytes; should one taken for
+            # dead still write, its bytes are not trusted.
+            self.path.unlink(missing_ok=True)
+            raise TransferError(
+                f"{self.path} was written by another process too ({actual} bytes, "
+                f"{self.size} written here); discarded, pull again"
+            )
+        return checksum
 
     def abandon(self) -> None:
         """Stop, keeping the partial file for a later resume."""
@@ -195,6 +206,10 @@ class Peer(Protocol):
 
     def children(self) -> list[str]:
         """Names of the sub-folders (candidate deliveries), sorted."""
+        ...
+
+    def exists(self) -> bool:
+        """False only when the peer says for sure that the folder is not there."""
         ...
 
     def child(self, name: str) -> Peer: ...
@@ -257,6 +272,14 @@ class FsPeer:
                 raise _Retryable(str(err)) from err
 
         return _Stream(offset, total, chunks(), f.close)
+
+    def exists(self) -> bool:
+        try:
+            if not self.local:
+                self.fs.invalidate_cache(self.path)
+            return bool(self.fs.isdir(self.path))
+        except OSError:
+            return True  # cannot tell: let the pull say what went wrong
 
     def children(self) -> list[str]:
         try:
@@ -375,6 +398,15 @@ class HttpPeer:
                 raise _Retryable(f"GET {url}: {err}") from err
 
         return _Stream(start, total, chunks(), response.close)
+
+    def exists(self) -> bool:
+        try:
+            self._get(self.url + "/").close()
+        except MissingFile:
+            return False
+        except (_Retryable, TransferError):
+            return True  # a 403 (listings off) or a hiccup: cannot tell
+        return True
 
     def children(self) -> list[str]:
         """Sub-folders from the server's directory listing (links ending in ``/``)."""

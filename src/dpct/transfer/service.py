@@ -7,11 +7,19 @@ nothing; a bad file goes to quarantine with its reason, never into the store; an
 download cut short resumes from the staging folder on the next pull. A registered file
 enters the store (rename, or upload) before the one transaction that registers its
 dataset and records it on the transfer, so a row never points at missing bytes.
+
+Two pulls of the same bytes at once cannot meet: a pull first claims, in the database,
+every file of its delivery not registered yet (all or nothing, else it waits), stages
+them in a folder of its own, and writes each file's store location into its claim
+before moving it there. A pull that dies is marked FAILED by the next one (or by any
+caller of :func:`recover_stale_transfers`), which deletes the files it had moved but
+not registered and releases its claims; its partial downloads are adopted and resumed.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import shutil
@@ -42,6 +50,7 @@ from dpct.errors import (
     UnknownDataType,
 )
 from dpct.storage import (
+    ClaimKey,
     Database,
     DatasetRow,
     OutputFile,
@@ -50,14 +59,17 @@ from dpct.storage import (
     TransferRow,
     TransferStatus,
     WorkflowRow,
+    beat_transfer,
+    claim_files,
     datasets_to_push,
-    find_dataset_by_checksum,
     finish_transfer,
     get_transfer,
     list_transfers,
     pulled_peers,
     record_transfer_file,
     register_dataset,
+    release_claims,
+    set_claim_location,
     start_transfer,
     store_at,
     store_for,
@@ -65,6 +77,7 @@ from dpct.storage import (
     workflows_of_transfer,
 )
 from dpct.transfer._manifest import MANIFEST, Manifest, ManifestEntry, SpecModel, parse_manifest
+from dpct.transfer._owner import HEARTBEAT_S, this_process
 from dpct.transfer._peers import (
     CHUNK,
     MissingFile,
@@ -73,6 +86,14 @@ from dpct.transfer._peers import (
     filesystem,
     open_peer,
     read_small,
+)
+from dpct.transfer._recovery import recover_stale_transfers
+from dpct.transfer._staging import (
+    adopt,
+    clean_staging,
+    staged_name,
+    staging_root,
+    transfer_staging,
 )
 
 Clock = Callable[[], float]
@@ -87,6 +108,10 @@ class Progress(Protocol):
 
     def file_done(self, row: TransferFileRow) -> None: ...
 
+    def waiting(self, message: str) -> None:
+        """The pull waits for another that holds some of its files."""
+        ...
+
 
 class _Quiet:
     def begin(self, delivery: str, files: int, nbytes: int) -> None:
@@ -96,6 +121,9 @@ class _Quiet:
         pass
 
     def file_done(self, row: TransferFileRow) -> None:
+        pass
+
+    def waiting(self, message: str) -> None:
         pass
 
 
@@ -139,16 +167,61 @@ class TransferView:
 
 
 def staging_dir(settings: Settings) -> Path:
-    return settings.home / "transfer" / "staging"
+    return staging_root(settings)
 
 
 def quarantine_dir(settings: Settings, transfer_id: int) -> Path:
     return settings.home / "transfer" / "quarantine" / str(transfer_id)
 
 
-def _staging_for(settings: Settings, peer: Peer) -> Path:
-    """One folder per peer URL: a later pull of the same delivery resumes its files."""
-    return staging_dir(settings) / hashlib.sha256(peer.url.encode()).hexdigest()[:16]
+# ---------------------------------------------------------------- liveness -----------
+
+CLAIM_POLL_S = 0.25
+"""How often a pull waiting for another's claims looks again."""
+
+
+class _Heartbeat:
+    """Beats a running transfer's row every ``every_s`` so other hosts see it live.
+
+    Stops once the row is no longer RUNNING (recovery took it for dead): the pull then
+    finds its claims gone when it next stores or registers a file, and stops there.
+    """
+
+    def __init__(self, db: Database, transfer_id: int, clock: Clock, every_s: float) -> None:
+        self.db, self.transfer_id, self.clock, self.every_s = db, transfer_id, clock, every_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="dts-heartbeat", daemon=True)
+
+    def __enter__(self) -> _Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every_s):
+            try:
+                alive = self.db.run_write(
+                    lambda conn: beat_transfer(conn, self.transfer_id, self.clock())
+                )
+            except DpctError:
+                continue  # the database is away for a moment; the pull will notice too
+            if not alive:
+                return
+
+
+class _Lost(TransferError):
+    """This transfer was marked FAILED while it ran (its process was taken for dead)."""
+
+
+def _lost(transfer_id: int) -> _Lost:
+    return _Lost(
+        f"transfer {transfer_id} was marked FAILED while it ran (its process was taken "
+        "for dead) and its claims were released; nothing more of it is registered: pull "
+        "the delivery again"
+    )
 
 
 # ---------------------------------------------------------------- pull ----------------
@@ -167,9 +240,11 @@ def pull(
 ) -> TransferReport:
     """Pull the delivery folder at ``source`` (a local path, http(s):// or s3:// URL).
 
-    Always records a transfer and returns its report; a delivery that cannot be read
-    (no manifest, a bad one, an unreachable peer) or a file that could not be fetched
-    after ``retries`` retries makes it FAILED, with the reason in ``message``.
+    Records a transfer and returns its report; a delivery that cannot be read (no
+    manifest, a bad one, an unreachable peer) or a file that could not be fetched
+    after ``retries`` retries makes it FAILED, with the reason in ``message``. A source
+    folder that does not exist is NotFound (no transfer is recorded). Files another
+    running pull has claimed are waited for, then taken as duplicates or fetched.
     """
     if workers < 1:
         raise BadInput(f"workers must be at least 1, not {workers}")
@@ -202,29 +277,36 @@ class _Pull:
         self.clock = clock
         self.skip_unsealed = skip_unsealed
         self.store = store_at(settings.store_root)
-        self.staging = _staging_for(settings, peer)
-        # Registration is serialised: the duplicate check and the insert must not
-        # interleave between two files of the same delivery.
+        self.staging = staging_root(settings)
+        # Moves into the store are serialised: each picks a name no stored file has.
         self.commit_lock = threading.Lock()
         self.rows: list[TransferFileRow] = []
         self.rows_lock = threading.Lock()
         self.pending: list[tuple[ManifestEntry, OutputFile]] = []
-        self.pending_checksums: dict[tuple[str, str], str] = {}
+        self.registered: dict[ClaimKey, DatasetRow] = {}
+        self.first_of: dict[ClaimKey, str] = {}
         self.wire_bytes = 0
         self.transfer_id = 0
 
     def run(self) -> TransferReport | None:
         """The report; None for an unsealed delivery when ``skip_unsealed`` (a watcher)."""
         started = time.monotonic()
+        recover_stale_transfers(self.db, clock=self.clock)
         try:
             text = read_small(self.peer, MANIFEST, retries=self.retries, backoff_s=self.backoff_s)
             manifest = parse_manifest(text, where=f"{self.peer.url}/{MANIFEST}")
         except MissingFile as err:
             if self.skip_unsealed:
                 return None
+            if not self.peer.exists():
+                raise NotFound(
+                    f"{self.peer.url} does not exist: no delivery folder there; check the "
+                    "path or URL"
+                ) from err
             return self._failed_early(f"{err}: the delivery is not sealed", started)
         except DpctError as err:
             return self._failed_early(str(err), started)
+        owner = this_process()
         with self.db.write() as conn:
             self.transfer_id = start_transfer(
                 conn,
@@ -234,26 +316,33 @@ class _Pull:
                 nbytes=manifest.total_bytes,
                 now=self.clock(),
                 message=f"delivery {manifest.delivery}",
+                host=owner.host,
+                pid=owner.pid,
+                pid_start=owner.pid_start,
             )
+        self.staging = transfer_staging(self.settings, self.transfer_id)
         self.progress.begin(manifest.delivery, len(manifest.files), manifest.total_bytes)
         pool = ThreadPoolExecutor(self.workers, thread_name_prefix="dts-pull")
         try:
-            for row in pool.map(self._one, range(len(manifest.files)), manifest.files):
-                if row is not None:
+            with _Heartbeat(self.db, self.transfer_id, self.clock, HEARTBEAT_S):
+                self._claim(manifest)
+                for row in pool.map(self._one, manifest.files):
+                    if row is not None:
+                        self.progress.file_done(row)
+                pool.shutdown()
+                for row in self._register_pending():
                     self.progress.file_done(row)
-            pool.shutdown()
-            for row in self._register_pending():
-                self.progress.file_done(row)
         except BaseException as err:
-            # Ctrl-C or a database error: files not started are dropped, those being
-            # fetched finish (or stay partial in staging for the next pull); verified
-            # files already in the store are removed, as none was registered.
+            # Ctrl-C, a database error, or this transfer taken for dead: files not
+            # started are dropped, those being fetched finish (or stay partial in
+            # staging for the next pull); verified files already moved into the store
+            # are removed, as none was registered.
             pool.shutdown(wait=True, cancel_futures=True)
             self._drop_pending()
             with contextlib.suppress(Exception):  # the first error is the one to report
                 self._finish(TransferStatus.FAILED, f"{type(err).__name__}: {err}")
             raise
-        self._clean_staging()
+        clean_staging(self.staging)
         failed = [r for r in self.rows if r.status == TransferFileStatus.FAILED]
         quarantined = [r for r in self.rows if r.status == TransferFileStatus.QUARANTINED]
         summary = _summary(manifest.delivery, self.rows)
@@ -274,10 +363,19 @@ class _Pull:
         )
 
     def _failed_early(self, message: str, started: float) -> TransferReport:
+        owner = this_process()
         with self.db.write() as conn:
             now = self.clock()
             self.transfer_id = start_transfer(
-                conn, direction="pull", peer=self.peer.url, files=0, nbytes=0, now=now
+                conn,
+                direction="pull",
+                peer=self.peer.url,
+                files=0,
+                nbytes=0,
+                now=now,
+                host=owner.host,
+                pid=owner.pid,
+                pid_start=owner.pid_start,
             )
             finish_transfer(
                 conn, self.transfer_id, status=TransferStatus.FAILED, now=now, message=message
@@ -287,6 +385,7 @@ class _Pull:
         return TransferReport(transfer, (), "", 0, time.monotonic() - started)
 
     def _finish(self, status: str, message: str) -> TransferRow:
+        """Close the transfer; one already failed by recovery keeps that verdict."""
         with self.db.write() as conn:
             finish_transfer(
                 conn, self.transfer_id, status=status, now=self.clock(), message=message
@@ -295,16 +394,51 @@ class _Pull:
         assert transfer is not None
         return transfer
 
+    # -------------------------------------------------------------- claims -----------
+    def _claim(self, manifest: Manifest) -> None:
+        """Claim every file of the delivery not registered yet, waiting for other pulls.
+
+        All or nothing: a pull that waits holds no claim, so two pulls can never wait
+        for each other. A holder that died is recovered while we wait.
+        """
+        files = [(e.checksum, e.data_type, e.file) for e in manifest.files]
+        for checksum, data_type, name in files:
+            self.first_of.setdefault((checksum, data_type), name)
+        told: set[int] = set()
+        while True:
+            claimed = self.db.run_write(
+                lambda conn: claim_files(conn, self.transfer_id, files, now=self.clock())
+            )
+            if not claimed.held:
+                self.registered = claimed.registered
+                return
+            holders = set(claimed.held.values()) - {0}
+            if holders - told:
+                told |= holders
+                ids = ", ".join(str(t) for t in sorted(holders))
+                self.progress.waiting(
+                    f"waiting for transfer {ids}, which is pulling {len(claimed.held)} of "
+                    "these files; they will be taken as duplicates or fetched once it ends"
+                )
+            recover_stale_transfers(self.db, clock=self.clock)
+            time.sleep(CLAIM_POLL_S)
+
     # -------------------------------------------------------------- one file ---------
-    def _one(self, index: int, entry: ManifestEntry) -> TransferFileRow | None:
-        with self.db.read() as conn:
-            known = find_dataset_by_checksum(conn, entry.checksum, entry.data_type)
+    def _one(self, entry: ManifestEntry) -> TransferFileRow | None:
+        key = (entry.checksum, entry.data_type)
+        known = self.registered.get(key)
         if known is not None:
             # Same bytes already registered: not even downloaded.
             self.progress.advance(entry.bytes)
             return self._record(entry, TransferFileStatus.DUPLICATE, _dup_reason(known), known)
-        staged = self.staging / f"{index:05d}-{entry.checksum.removeprefix('sha256:')}"
+        first = self.first_of[key]
+        if first != entry.file:  # the same bytes twice in this delivery
+            self.progress.advance(entry.bytes)
+            reason = f"same bytes as {first} in this delivery"
+            return self._record(entry, TransferFileStatus.DUPLICATE, reason)
+        staged = self.staging / staged_name(entry.checksum, entry.data_type)
         try:
+            adopt(self.staging, staged.name)  # a partial left by a stopped pull
             fetched = fetch(
                 self.peer,
                 entry.file,
@@ -317,13 +451,19 @@ class _Pull:
         except TransferError as err:
             # The partial file stays in staging: the next pull resumes it.
             return self._record(entry, TransferFileStatus.FAILED, str(err))
+        except OSError as err:  # our disk: full, over quota, read-only
+            return self._record(entry, TransferFileStatus.FAILED, _disk_reason(staged, err))
         with self.rows_lock:
             self.wire_bytes += fetched.received
         try:
-            data_type, spec = _check(entry, staged, fetched.size, fetched.checksum)
-        except _Rejected as rejected:
-            return self._quarantine(entry, staged, str(rejected))
-        return self._register(entry, staged, data_type, spec)
+            try:
+                data_type, spec = _check(entry, staged, fetched.size, fetched.checksum)
+            except _Rejected as rejected:
+                return self._quarantine(entry, staged, str(rejected))
+            return self._register(entry, staged, data_type, spec)
+        except OSError as err:  # the store's or the quarantine's disk
+            where = err.filename or self.store.root_url
+            return self._record(entry, TransferFileStatus.FAILED, _disk_reason(where, err))
 
     def _register(
         self, entry: ManifestEntry, staged: Path, data_type: DataType, spec: DataSpec
@@ -335,18 +475,7 @@ class _Pull:
         that reads several of its types never starts on half of it.
         """
         with self.commit_lock:
-            with self.db.read() as conn:
-                known = find_dataset_by_checksum(conn, entry.checksum, entry.data_type)
-            if known is not None:  # registered by another pull meanwhile
-                staged.unlink(missing_ok=True)
-                return self._record(entry, TransferFileStatus.DUPLICATE, _dup_reason(known), known)
-            twin = self.pending_checksums.get((entry.checksum, entry.data_type))
-            if twin is not None:  # the same bytes twice in this delivery
-                staged.unlink(missing_ok=True)
-                reason = f"same bytes as {twin} in this delivery"
-                return self._record(entry, TransferFileStatus.DUPLICATE, reason)
-            location = self._put(staged, spec)
-            self.pending_checksums[(entry.checksum, entry.data_type)] = entry.file
+            location = self._put(staged, spec, (entry.checksum, entry.data_type))
             self.pending.append(
                 (
                     entry,
@@ -365,12 +494,21 @@ class _Pull:
         return None
 
     def _register_pending(self) -> list[TransferFileRow]:
-        """Register every verified file of the delivery in one transaction."""
+        """Register every verified file of the delivery in one transaction.
+
+        The same transaction checks that this transfer still runs and drops its claims
+        on these files: registration is the one moment a pulled file becomes visible.
+        """
         if not self.pending:
             return []
 
         def work(conn: Connection) -> list[TransferFileRow]:
             now = self.clock()
+            keys = [(entry.checksum, entry.data_type) for entry, _ in self.pending]
+            if not beat_transfer(conn, self.transfer_id, now):
+                raise _lost(self.transfer_id)
+            if release_claims(conn, self.transfer_id, keys) != len(keys):
+                raise _lost(self.transfer_id)
             rows = []
             for entry, file in self.pending:
                 dataset_id, _ = register_dataset(
@@ -407,20 +545,40 @@ class _Pull:
         return rows
 
     def _drop_pending(self) -> None:
-        """Never leave bytes in the store that no row points at."""
+        """Never leave bytes in the store that no row points at.
+
+        The files go first, then their claims: should this be cut short, the claims
+        still name the files, and recovery deletes them.
+        """
+        if not self.pending:
+            return
         for _, file in self.pending:
             with contextlib.suppress(Exception):
                 self.store.delete(file.location)
+        keys = [(entry.checksum, entry.data_type) for entry, _ in self.pending]
+        with contextlib.suppress(Exception):
+            self.db.run_write(lambda conn: release_claims(conn, self.transfer_id, keys))
         self.pending.clear()
 
-    def _put(self, staged: Path, spec: DataSpec) -> str:
-        """Into the store under a name no other file has: nothing stored is replaced."""
+    def _put(self, staged: Path, spec: DataSpec, key: ClaimKey) -> str:
+        """Into the store under a name no other file has: nothing stored is replaced.
+
+        The location is written into the claim first, so that a pull killed during or
+        after the move leaves a file that recovery can find and delete.
+        """
         tag = f"t{self.transfer_id}"
         n = 1
         while self.store.exists(self.store.location_for(spec, tag)):
             n += 1
             tag = f"t{self.transfer_id}.{n}"
-        location = self.store.put(staged, spec, tag)
+        location = self.store.location_for(spec, tag)
+        try:
+            self.db.run_write(
+                lambda conn: set_claim_location(conn, self.transfer_id, key, location)
+            )
+        except LookupError as err:  # recovery released our claims
+            raise _lost(self.transfer_id) from err
+        self.store.put(staged, spec, tag)
         staged.unlink(missing_ok=True)  # left behind when the store copied or uploaded
         return location
 
@@ -462,15 +620,15 @@ class _Pull:
             self.rows.append(row)
         return row
 
-    def _clean_staging(self) -> None:
-        """Drop the peer's staging folder once nothing in it waits for a resume."""
-        try:
-            for folder in sorted(self.staging.rglob("*"), reverse=True):
-                if folder.is_dir():
-                    folder.rmdir()
-            self.staging.rmdir()
-        except OSError:
-            pass
+
+def _disk_reason(where: Path | str, err: OSError) -> str:
+    """Why a file could not be written here: one line an operator can act on."""
+    what = err.strerror or str(err)
+    name = errno.errorcode.get(err.errno or 0, "")
+    return (
+        f"cannot write under {where}: {what}{f' ({name})' if name else ''}; free space or "
+        "fix the folder, then pull again (what was fetched is kept for the resume)"
+    )
 
 
 def _dup_reason(known: DatasetRow) -> str:
@@ -576,9 +734,18 @@ def push(
     out = progress or _Quiet()
     started = time.monotonic()
     total = sum(d.bytes for d in chosen)
+    owner = this_process()
     with db.write() as conn:
         transfer_id = start_transfer(
-            conn, direction="push", peer=text, files=len(chosen), nbytes=total, now=clock()
+            conn,
+            direction="push",
+            peer=text,
+            files=len(chosen),
+            nbytes=total,
+            now=clock(),
+            host=owner.host,
+            pid=owner.pid,
+            pid_start=owner.pid_start,
         )
     delivery = name or Path(root).name or f"push-{transfer_id}"
     out.begin(delivery, len(chosen), total)
@@ -586,53 +753,56 @@ def push(
     entries: list[ManifestEntry] = []
     sent = 0
     try:
-        fs.makedirs(root, exist_ok=True)
-        for dataset in chosen:
-            relative = f"{dataset.spec.data_type}/{dataset.location.rstrip('/').rsplit('/', 1)[-1]}"
-            dest = f"{root}/{relative}"
-            reason = _copy_out(dataset, fs, dest, out.advance)
-            if not reason:
-                sent += dataset.bytes
-                entries.append(
-                    ManifestEntry(
-                        file=relative,
-                        bytes=dataset.bytes,
-                        checksum=dataset.checksum,
-                        data_type=dataset.spec.data_type,
-                        type_version=dataset.type_version,
-                        spec=SpecModel.of(dataset.spec),
-                        rows=dataset.rows,
+        with _Heartbeat(db, transfer_id, clock, HEARTBEAT_S):
+            fs.makedirs(root, exist_ok=True)
+            for dataset in chosen:
+                relative = (
+                    f"{dataset.spec.data_type}/{dataset.location.rstrip('/').rsplit('/', 1)[-1]}"
+                )
+                dest = f"{root}/{relative}"
+                reason = _copy_out(dataset, fs, dest, out.advance)
+                if not reason:
+                    sent += dataset.bytes
+                    entries.append(
+                        ManifestEntry(
+                            file=relative,
+                            bytes=dataset.bytes,
+                            checksum=dataset.checksum,
+                            data_type=dataset.spec.data_type,
+                            type_version=dataset.type_version,
+                            spec=SpecModel.of(dataset.spec),
+                            rows=dataset.rows,
+                        )
                     )
+                status = TransferFileStatus.FAILED if reason else TransferFileStatus.SENT
+                with db.write() as conn:
+                    row = record_transfer_file(
+                        conn,
+                        transfer_id,
+                        name=relative,
+                        data_type=dataset.spec.data_type,
+                        nbytes=dataset.bytes,
+                        checksum=dataset.checksum,
+                        status=status,
+                        now=clock(),
+                        reason=reason,
+                        dataset_id=dataset.id,
+                        location=f"{text}/{relative}",
+                    )
+                rows.append(row)
+                out.file_done(row)
+            failed = [r for r in rows if r.status == TransferFileStatus.FAILED]
+            if failed:
+                status = TransferStatus.FAILED
+                message = (
+                    f"delivery {delivery}: {len(failed)} of {len(rows)} files not sent, so it "
+                    f"was not sealed; {failed[0].name}: {failed[0].reason}"
                 )
-            status = TransferFileStatus.FAILED if reason else TransferFileStatus.SENT
-            with db.write() as conn:
-                row = record_transfer_file(
-                    conn,
-                    transfer_id,
-                    name=relative,
-                    data_type=dataset.spec.data_type,
-                    nbytes=dataset.bytes,
-                    checksum=dataset.checksum,
-                    status=status,
-                    now=clock(),
-                    reason=reason,
-                    dataset_id=dataset.id,
-                    location=f"{text}/{relative}",
-                )
-            rows.append(row)
-            out.file_done(row)
-        failed = [r for r in rows if r.status == TransferFileStatus.FAILED]
-        if failed:
-            status = TransferStatus.FAILED
-            message = (
-                f"delivery {delivery}: {len(failed)} of {len(rows)} files not sent, so it "
-                f"was not sealed; {failed[0].name}: {failed[0].reason}"
-            )
-        else:
-            manifest = Manifest(delivery=delivery, created_at=clock(), files=entries)
-            _seal(fs, root, manifest)
-            status = TransferStatus.DONE
-            message = f"delivery {delivery}: {len(rows)} files sent"
+            else:
+                manifest = Manifest(delivery=delivery, created_at=clock(), files=entries)
+                _seal(fs, root, manifest)
+                status = TransferStatus.DONE
+                message = f"delivery {delivery}: {len(rows)} files sent"
     except BaseException as err:
         with db.write() as conn:
             finish_transfer(
@@ -783,7 +953,8 @@ def transfers(
     status: str | None = None,
     limit: int = 50,
 ) -> list[TransferRow]:
-    """Transfers, newest first."""
+    """Transfers, newest first; RUNNING ones whose process is gone are failed first."""
+    recover_stale_transfers(db)
     with db.read() as conn:
         return list_transfers(conn, direction=direction, status=status, limit=limit)
 
