@@ -297,3 +297,27 @@ def test_cli_pull_exit_codes_tell_partial_from_failed(
         assert type(failed.exception) is TransferError and failed.exception.exit_code == 1
     finally:
         cli_settings.cache_clear()
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+@pytest.mark.parametrize("first_is_bad", [False, True])
+def test_the_same_bytes_twice_in_a_delivery_are_registered_once(
+    first_is_bad: bool, db: Database, settings: Settings, tmp_path: Path
+) -> None:
+    folder = tmp_path / "twice"
+    writer = DeliveryWriter(folder, "twice")
+    writer.add_table(hk_table(hk_spec(0).start_ns, 300), hk_spec(0))
+    entry = writer.entries[-1]
+    shutil.copyfile(folder / entry.file, folder / "hk" / "copy.parquet")
+    writer.entries.append(entry.model_copy(update={"file": "hk/copy.parquet"}))
+    writer.seal()
+    if first_is_bad:
+        flip_bytes(folder / entry.file)
+    report = pull(db, settings, folder)
+    status = {f.name: f.status for f in report.files}
+    if first_is_bad:
+        assert status == {entry.file: "QUARANTINED", "hk/copy.parquet": "REGISTERED"}
+    else:
+        assert status == {entry.file: "REGISTERED", "hk/copy.parquet": "DUPLICATE"}
+    assert _datasets(db) == 1
+    assert set(store_checksums(db).values()) == {entry.checksum}

@@ -198,6 +198,8 @@ def test_cli_pull_list_show(
         unsealed = runner.invoke(app, ["transfer", "pull", str(tmp_path / "unsealed")])
         assert isinstance(unsealed.exception, TransferError)
         assert "not sealed" in str(unsealed.exception)
+        nowhere = runner.invoke(app, ["transfer", "watch", str(tmp_path / "nothing"), "--once"])
+        assert isinstance(nowhere.exception, NotFound)
         watched = runner.invoke(app, ["transfer", "watch", str(tmp_path), "--once", "--json"])
         assert watched.exit_code == 0 and json.loads(watched.stdout) == []
     finally:

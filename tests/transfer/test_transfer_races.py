@@ -194,7 +194,8 @@ def test_a_killed_pull_is_failed_and_the_next_one_cleans_up_and_resumes(
         _wait_for(lambda: len(_store_files(settings)) == 2, "two files in the store")
         staging = dts.staging_dir(settings)
         _wait_for(
-            lambda: any(p.stat().st_size > 0 for p in staging.rglob("*.part")), "a partial file"
+            lambda: any(p.is_file() and p.stat().st_size > 0 for p in staging.rglob("*")),
+            "a partial file",
         )
     finally:
         proc.send_signal(signal.SIGKILL)

@@ -34,7 +34,7 @@ import requests
 import urllib3
 from fsspec.implementations.local import LocalFileSystem
 
-from dpct.errors import BadInput, TransferError
+from dpct.errors import BadInput, NotFound, TransferError
 from dpct.storage import open_filesystem as filesystem
 
 T = TypeVar("T")
@@ -287,7 +287,7 @@ class FsPeer:
                 self.fs.invalidate_cache(self.path)
             entries = self.fs.ls(self.path, detail=True)
         except FileNotFoundError as err:
-            raise BadInput(f"{self.url} does not exist") from err
+            raise NotFound(f"{self.url} does not exist; check the path or URL") from err
         names = [
             e["name"].rstrip("/").rsplit("/", 1)[-1] for e in entries if e["type"] == "directory"
         ]

@@ -285,6 +285,7 @@ class _Pull:
         self.pending: list[tuple[ManifestEntry, OutputFile]] = []
         self.registered: dict[ClaimKey, DatasetRow] = {}
         self.first_of: dict[ClaimKey, str] = {}
+        self.stored: dict[ClaimKey, str] = {}  # bytes moved into the store: by which file
         self.wire_bytes = 0
         self.transfer_id = 0
 
@@ -326,10 +327,19 @@ class _Pull:
         try:
             with _Heartbeat(self.db, self.transfer_id, self.clock, HEARTBEAT_S):
                 self._claim(manifest)
-                for row in pool.map(self._one, manifest.files):
+                # The same bytes listed twice: the second copy once the first is known
+                # good (a duplicate) or bad (then fetched in its own right).
+                first, again = [], []
+                for entry in manifest.files:
+                    key = (entry.checksum, entry.data_type)
+                    (first if self.first_of[key] == entry.file else again).append(entry)
+                for row in pool.map(self._one, first):
                     if row is not None:
                         self.progress.file_done(row)
                 pool.shutdown()
+                for entry in again:
+                    if (row := self._one(entry)) is not None:
+                        self.progress.file_done(row)
                 for row in self._register_pending():
                     self.progress.file_done(row)
         except BaseException as err:
@@ -431,10 +441,10 @@ class _Pull:
             # Same bytes already registered: not even downloaded.
             self.progress.advance(entry.bytes)
             return self._record(entry, TransferFileStatus.DUPLICATE, _dup_reason(known), known)
-        first = self.first_of[key]
-        if first != entry.file:  # the same bytes twice in this delivery
+        twin = self.stored.get(key)
+        if twin is not None:  # the same bytes twice in this delivery
             self.progress.advance(entry.bytes)
-            reason = f"same bytes as {first} in this delivery"
+            reason = f"same bytes as {twin} in this delivery"
             return self._record(entry, TransferFileStatus.DUPLICATE, reason)
         staged = self.staging / staged_name(entry.checksum, entry.data_type)
         try:
@@ -476,6 +486,7 @@ class _Pull:
         """
         with self.commit_lock:
             location = self._put(staged, spec, (entry.checksum, entry.data_type))
+            self.stored[(entry.checksum, entry.data_type)] = entry.file
             self.pending.append(
                 (
                     entry,
