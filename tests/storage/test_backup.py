@@ -350,6 +350,8 @@ def test_interrupted_backup_is_incomplete_and_cannot_be_restored(
     with pytest.raises(NotFound, match="not a complete backup"):
         backup_service.restore(listed[1].url, tmp_path / "new")
     assert not (tmp_path / "new").exists()
+    with pytest.raises(BadInput, match="inside the product store"):
+        backup_service.backup(db, settings, str(settings.products_dir / "backups"))
 
 
 def test_restore_refuses_a_used_target_and_checks_every_byte(
@@ -372,6 +374,7 @@ def test_restore_refuses_a_used_target_and_checks_every_byte(
             backup_service.restore(result.url, tmp_path / "a")
         with pytest.raises(Conflict, match="not empty"):
             backup_service.restore(result.url, tmp_path / "b", database_url=settings.database_url)
+        assert not (tmp_path / "b").exists()
 
     # One object rots in the backup: the restore finds it by its sha256, keeps the row
     # (marked DELETED) and restores the rest.
@@ -391,9 +394,10 @@ def test_restore_refuses_a_used_target_and_checks_every_byte(
     # A damaged database dump stops the restore before anything is used.
     dump = Path(result.url) / manifest["database"]["file"]
     dump.write_bytes(dump.read_bytes() + b"x")
-    unused = "postgresql://postgres@127.0.0.1:5432/never_used" if backend == "postgresql" else ""
-    with pytest.raises(StorageError, match=r"dump .* is corrupt"):
-        backup_service.restore(result.url, tmp_path / "c", database_url=unused)
+    empty = postgres_database() if backend == "postgresql" else _nothing()
+    with empty as empty_url, pytest.raises(StorageError, match=r"dump .* is corrupt"):
+        backup_service.restore(result.url, tmp_path / "c", database_url=empty_url)
+    assert not (tmp_path / "c").exists()  # a failed restore leaves no home behind
 
 
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
@@ -427,3 +431,15 @@ def test_backup_to_s3_is_incremental_and_restores(
     assert dpct_json(renv, "datasets", "-n", "100") == [
         {**d, "location": new_root + d["location"][len(old_root) :]} for d in source_datasets
     ]
+
+
+@pytest.mark.parametrize(
+    "backend", [pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True
+)
+def test_postgres_backup_without_pg_dump_says_what_to_install(
+    db: Database, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path / "no-tools"))
+    with pytest.raises(StorageError, match="pg_dump is not installed; install the PostgreSQL"):
+        backup_service.backup(db, settings, str(tmp_path / "dest"))
+    assert not (tmp_path / "dest").exists()

@@ -22,6 +22,7 @@ import hashlib
 import json
 import os
 import secrets
+import shutil
 import tempfile
 import time
 from collections.abc import Callable
@@ -245,6 +246,12 @@ class Backup:
             if not isinstance(self.fs, LocalFileSystem)
             else str(Path(root).resolve())
         )
+        store = store_at(settings.store_root)
+        if store.local and Path(self.root).is_relative_to(store.root):
+            raise BadInput(
+                f"{dest} is inside the product store {store.root}; back up to another "
+                "folder (better another disk) or an object store"
+            )
         self.clock = clock
         self.id = ""
         self.snapshot_at = 0.0
@@ -265,8 +272,10 @@ class Backup:
         scratch.mkdir(parents=True, exist_ok=True)
         self._scratch = tempfile.TemporaryDirectory(prefix="backup-", dir=scratch)
         self.snapshot_at = self.clock()
-        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(self.snapshot_at))
-        self.id = f"{stamp}-{secrets.token_hex(3)}"
+        # Milliseconds in the name: names sort in snapshot order, even a second apart.
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(self.snapshot_at))
+        millis = int(self.snapshot_at * 1000) % 1000
+        self.id = f"{stamp}.{millis:03d}Z-{secrets.token_hex(3)}"
         self.taken = snapshot_database(self.db, Path(self._scratch.name))
         if self.taken.revision is None:
             raise StorageError(
@@ -485,14 +494,40 @@ def restore(
     fs, folder = open_filesystem(snapshot)
     folder = folder.rstrip("/")
     manifest = _read_manifest(fs, folder, snapshot)
-    dest_root = folder.rsplit("/", 1)[0]
     kind = manifest["database"]["kind"]
     target = Settings(home=home, database_url=database_url, store_url=store_url)
     _check_target(target, kind, snapshot)
-    target.home.mkdir(parents=True, exist_ok=True)
+    created = not target.home.exists()
+    db = Database(target.url, sqlite_synchronous=target.sqlite_synchronous)
+    try:
+        if kind == "postgresql" and not is_empty(db):
+            raise Conflict(
+                f"the database {db.url.render_as_string()} is not empty; restore into a "
+                "new, empty database (createdb NAME), never over a live one"
+            )
+        target.home.mkdir(parents=True, exist_ok=True)
+        return _restore_into(manifest, snapshot, fs, folder, target, db, clock)
+    except BaseException:
+        if created:
+            # Nothing half-restored is left to be mistaken for a usable home.
+            shutil.rmtree(target.home, ignore_errors=True)
+        raise
+    finally:
+        db.dispose()
+
+
+def _restore_into(
+    manifest: dict[str, Any],
+    snapshot: str,
+    fs: fsspec.AbstractFileSystem,
+    folder: str,
+    target: Settings,
+    db: Database,
+    clock: Callable[[], float],
+) -> RestoreResult:
+    kind = manifest["database"]["kind"]
     scratch = target.home / "scratch"
     local = fsspec.filesystem("file")
-
     dump = manifest["database"]
     dump_path = target.home / "dpct.sqlite3" if kind == "sqlite" else scratch / POSTGRES_DUMP
     if dump["file"] not in (SQLITE_DUMP, POSTGRES_DUMP):
@@ -509,19 +544,11 @@ def restore(
             f"the database dump of {snapshot} is corrupt (sha256 {err.actual}, manifest says "
             f"{dump['sha256']}); restore another backup"
         ) from None
-    db = Database(target.url, sqlite_synchronous=target.sqlite_synchronous)
-    try:
-        if kind == "postgresql":
-            if not is_empty(db):
-                raise Conflict(
-                    f"the database {db.url.render_as_string()} is not empty; restore into a "
-                    "new, empty database"
-                )
-            restore_postgres(db, dump_path)
-            dump_path.unlink()
-        return _restore_products(manifest, snapshot, fs, dest_root, target, db, scratch, clock)
-    finally:
-        db.dispose()
+    if kind == "postgresql":
+        restore_postgres(db, dump_path)
+        dump_path.unlink()
+    dest_root = folder.rsplit("/", 1)[0]
+    return _restore_products(manifest, snapshot, fs, dest_root, target, db, scratch, clock)
 
 
 def _restore_products(
