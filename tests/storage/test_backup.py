@@ -443,3 +443,30 @@ def test_postgres_backup_without_pg_dump_says_what_to_install(
     with pytest.raises(StorageError, match="pg_dump is not installed; install the PostgreSQL"):
         backup_service.backup(db, settings, str(tmp_path / "dest"))
     assert not (tmp_path / "dest").exists()
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_restore_into_an_object_store_and_files_from_an_older_store_root(
+    db: Database, settings: Settings, tmp_path: Path, s3: S3
+) -> None:
+    make_datasets(db, settings, tmp_path, "Old", DAY)
+    # The store moved since these files were registered: they lie outside the new root.
+    moved = settings.model_copy(update={"store_url": str(tmp_path / "new-store")})
+    result = backup_service.backup(db, moved, str(tmp_path / "dest"))
+    manifest = json.loads((Path(result.url) / "manifest.json").read_text())
+    assert all(f["path"].startswith("_outside/") for f in manifest["files"])
+
+    home = tmp_path / "restored"
+    out = backup_service.restore(result.url, home, store_url=s3.url("store"))
+    assert out.files == 4 and out.lost == [] and out.store_root == s3.url("store")
+    engine = sa.create_engine(f"sqlite:///{home / 'dpct.sqlite3'}")
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(datasets.c.location, datasets.c.checksum)).all()
+    engine.dispose()
+    assert len(rows) == 4
+    for location, checksum in rows:
+        assert location.startswith(s3.url("store/_outside/"))
+        data = s3.fs.cat_file(location.removeprefix("s3://"))
+        assert "sha256:" + hashlib.sha256(data).hexdigest() == checksum
+    with pytest.raises(Conflict, match="is not empty"):
+        backup_service.restore(result.url, tmp_path / "again", store_url=s3.url("store"))
