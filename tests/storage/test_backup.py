@@ -340,7 +340,7 @@ def test_interrupted_backup_is_incomplete_and_cannot_be_restored(
     def crash(*_: object) -> None:
         raise KeyboardInterrupt  # the process dies before its last file
 
-    monkeypatch.setattr("dpct.storage.backup._write_text", crash)
+    monkeypatch.setattr("dpct.storage.backup.write_text", crash)
     with pytest.raises(KeyboardInterrupt):
         backup_service.backup(db, settings, str(dest))
     monkeypatch.undo()

@@ -18,17 +18,15 @@ checked against the registry's sha256 when it is copied, in both directions.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import secrets
 import shutil
 import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from pathlib import Path, PurePosixPath
-from typing import Any, BinaryIO
+from pathlib import Path
+from typing import Any
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
@@ -48,16 +46,23 @@ from dpct.storage._backup_db import (
     snapshot_database,
     states_now,
 )
+from dpct.storage._backup_files import (
+    OBJECTS,
+    ChecksumMismatch,
+    copy_verified,
+    existing_objects,
+    object_path,
+    relative_to_root,
+    safe_relative,
+    write_text,
+)
 from dpct.storage._database import Database
 from dpct.storage._migrate import current_revision, head_revision
 from dpct.storage._records import DatasetState
-from dpct.storage._store import CHUNK, open_filesystem, sha256_file, store_at, store_for
+from dpct.storage._store import open_filesystem, sha256_file, store_at, store_for
 
 MANIFEST = "manifest.json"
-OBJECTS = "objects"
 FORMAT = 1
-OUTSIDE = "_outside"
-"""Where a file registered outside the store root goes, under the restored root."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,110 +129,6 @@ class RestoreResult:
     needs_upgrade: bool
 
 
-class ChecksumMismatch(Exception):
-    def __init__(self, actual: str) -> None:
-        super().__init__(actual)
-        self.actual = actual
-
-
-# ---------------------------------------------------------------- copying ---------
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def copy_verified(
-    source: BinaryIO, fs: fsspec.AbstractFileSystem, path: str, sha256: str, scratch: Path
-) -> int:
-    """Copy ``source`` to ``path`` on ``fs`` only if its bytes hash to ``sha256``.
-
-    Returns the size. The file appears whole or not at all: locally through a temporary
-    name, fsync and rename; on an object store an upload becomes visible only when done.
-    """
-    local = isinstance(fs, LocalFileSystem)
-    if local:
-        final = Path(path)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = final.with_name(f"{final.name}.part-{secrets.token_hex(4)}")
-    else:
-        scratch.mkdir(parents=True, exist_ok=True)
-        tmp = scratch / f"upload-{secrets.token_hex(8)}"
-    try:
-        digest = hashlib.sha256()
-        size = 0
-        with open(tmp, "wb") as out:
-            while block := source.read(CHUNK):
-                digest.update(block)
-                out.write(block)
-                size += len(block)
-            out.flush()
-            os.fsync(out.fileno())
-        if digest.hexdigest() != sha256:
-            raise ChecksumMismatch(digest.hexdigest())
-        if local:
-            os.replace(tmp, final)
-            _fsync_dir(final.parent)
-        else:
-            fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-            fs.put_file(str(tmp), path)
-        return size
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _write_text(fs: fsspec.AbstractFileSystem, path: str, text: str) -> None:
-    """Write a small file whole (the manifest: its presence means "complete")."""
-    if isinstance(fs, LocalFileSystem):
-        final = Path(path)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = final.with_name(f"{final.name}.part-{secrets.token_hex(4)}")
-        try:
-            with open(tmp, "w") as out:
-                out.write(text)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(tmp, final)
-            _fsync_dir(final.parent)
-        finally:
-            tmp.unlink(missing_ok=True)
-    else:
-        fs.pipe_file(path, text.encode())
-
-
-def _object_path(root: str, sha256: str) -> str:
-    return f"{root}/{OBJECTS}/sha256/{sha256[:2]}/{sha256[2:]}"
-
-
-def _existing_objects(fs: fsspec.AbstractFileSystem, root: str) -> set[str]:
-    """The digests of the objects already in a destination (one listing, not one per file)."""
-    try:
-        paths = fs.find(f"{root}/{OBJECTS}/sha256")
-    except FileNotFoundError:
-        return set()
-    found = set()
-    for path in paths:
-        parent, name = path.rstrip("/").rsplit("/", 2)[-2:]
-        if ".part-" not in name and len(parent) == 2:
-            found.add(parent + name)
-    return found
-
-
-def _relative(location: str, root: str) -> str:
-    if location.startswith(root + "/"):
-        return location[len(root) + 1 :]
-    return f"{OUTSIDE}/" + location.split("://", 1)[-1].lstrip("/")
-
-
-def _safe_relative(path: str, where: str) -> str:
-    parts = PurePosixPath(path).parts
-    if not parts or path.startswith("/") or ".." in parts:
-        raise BadInput(f"{where} names the file path {path!r}, which leaves the store root")
-    return path
-
-
 # ---------------------------------------------------------------- backup ----------
 class Backup:
     """One backup, in the order that makes it consistent: ``snapshot``, ``copy_products``,
@@ -288,17 +189,22 @@ class Backup:
         assert self.taken is not None and self._scratch is not None
         scratch = Path(self._scratch.name)
         root = store_at(self.settings.store_root).root_location
-        present = _existing_objects(self.fs, self.root)
+        present = existing_objects(self.fs, self.root)
         lost: list[tuple[SnapshotFile, str]] = []
         for f in self.taken.files:
             entry = BackupFile(
-                f.dataset_id, _relative(f.location, root), f.location, f.bytes, f.sha256, f.state
+                f.dataset_id,
+                relative_to_root(f.location, root),
+                f.location,
+                f.bytes,
+                f.sha256,
+                f.state,
             )
             if f.sha256 not in present:
                 try:
                     with store_for(f.location).open(f.location) as source:
                         size = copy_verified(
-                            source, self.fs, _object_path(self.root, f.sha256), f.sha256, scratch
+                            source, self.fs, object_path(self.root, f.sha256), f.sha256, scratch
                         )
                 except FileNotFoundError:
                     lost.append((f, ""))
@@ -383,7 +289,7 @@ class Backup:
             "files": [asdict(f) for f in self.files],
             "missing": [asdict(m) for m in self.missing],
         }
-        _write_text(self.fs, f"{folder}/{MANIFEST}", json.dumps(manifest, indent=1) + "\n")
+        write_text(self.fs, f"{folder}/{MANIFEST}", json.dumps(manifest, indent=1) + "\n")
         self._scratch.cleanup()
         return result
 
@@ -567,10 +473,10 @@ def _restore_products(
     lost = [MissingFile(**m) for m in manifest["missing"]]
     total = 0
     for f in manifest["files"]:
-        relative = _safe_relative(f["path"], f"{snapshot}/{MANIFEST}")
+        relative = safe_relative(f["path"], f"{snapshot}/{MANIFEST}")
         location = f"{root}/{relative}"
         try:
-            with fs.open(_object_path(dest_root, f["sha256"]), "rb") as source:
+            with fs.open(object_path(dest_root, f["sha256"]), "rb") as source:
                 total += copy_verified(
                     source, store.fs, store._path(location), f["sha256"], scratch
                 )
