@@ -119,6 +119,7 @@ class RestoreResult:
     backup_id: str
     home: str
     database_url: str
+    """The restored database's URL (password hidden); empty for SQLite in ``home``."""
     store_root: str
     files: int
     bytes: int
@@ -507,7 +508,7 @@ def _restore_products(
     return RestoreResult(
         backup_id=manifest["id"],
         home=str(target.home),
-        database_url=target.database_url,
+        database_url=db.url.render_as_string() if target.database_url else "",
         store_root=root,
         files=len(moves),
         bytes=total,
