@@ -7,6 +7,7 @@ import sys
 import typer
 from rich.markup import escape
 
+from dpct.cli._backup import backup_app, restore
 from dpct.cli._data import closure_app, retract, run_app
 from dpct.cli._demo import demo
 from dpct.cli._ops import coordinator_app, datasets, db_app, events, lineage, node_app, tasks
@@ -33,12 +34,14 @@ app.add_typer(closure_app, name="closure")
 app.add_typer(sim_app, name="sim")
 app.add_typer(store_app, name="store")
 app.add_typer(transfer_app, name="transfer")
+app.add_typer(backup_app, name="backup")
 app.command("lineage")(lineage)
 app.command("events")(events)
 app.command("tasks")(tasks)
 app.command("datasets")(datasets)
 app.command("retract")(retract)
 app.command("demo")(demo)
+app.command("restore")(restore)
 
 
 def main() -> None:

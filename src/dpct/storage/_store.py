@@ -99,6 +99,11 @@ class ProductStore:
         path = f"{self.root}/{spec.data_type}/day={day_of(spec.start_ns)}/"
         return self._url(path + product_name(spec, tag))
 
+    @property
+    def root_location(self) -> str:
+        """The root as locations start with it (every location is ``root_location/…``)."""
+        return self._url(self.root)
+
     def _url(self, path: str) -> str:
         return path if self.local else self.fs.unstrip_protocol(path)
 
