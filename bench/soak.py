@@ -481,9 +481,8 @@ class Soak:
         with self.db.read() as conn:
             return list(conn.execute(sa.select(workflows.c.id, workflows.c.status)))
 
-    def settle(self, timeout: float) -> bool:
+    def settle(self, deadline: float) -> bool:
         """Wait until every workflow has ended and none appeared for a while."""
-        deadline = time.monotonic() + timeout
         quiet_since, last = time.monotonic(), None
         while time.monotonic() < deadline:
             self.supervise()
@@ -535,16 +534,21 @@ class Soak:
         log("time is up: chaos stops, days stop")
         self.stop_chaos.set()
         self.stop_days.set()
+        deadline = time.monotonic() + self.args.settle_s  # for all of the settling
         chaos.join(60)
-        days.join(self.args.settle_s)
-        if not self.settle(self.args.settle_s):
+        while days.is_alive() and time.monotonic() < deadline:
+            self.supervise()
+            days.join(0.5)
+        if days.is_alive():
+            self.errors.append("the last delivery was still being pulled at the settling limit")
+        if not self.settle(deadline):
             self.errors.append(f"workflows still running after {self.args.settle_s} s of settling")
         for wf in self.chaos_only_failures():
             log(f"workflow {wf} ran out of attempts to chaos alone: resuming it")
             if self.cli("workflow", "resume", str(wf), check=False) == 0:
                 self.resumed += 1
-        if self.resumed and not self.settle(self.args.settle_s):
-            self.errors.append("resumed workflows still running after settling")
+        if self.resumed and not self.settle(deadline):
+            self.errors.append("resumed workflows still running at the settling limit")
         self.stop_services()
 
     def stop_services(self) -> None:
