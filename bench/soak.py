@@ -96,6 +96,7 @@ class Processes:
     def __init__(self, pid_file: Path) -> None:
         self.lock = threading.Lock()
         self.children: list[subprocess.Popen[bytes]] = []
+        self.sessions: set[int] = set()
         self.closed = False
         self.pid_file = pid_file
 
@@ -113,21 +114,39 @@ class Processes:
             )
             self.children = [c for c in self.children if c.poll() is None]
             self.children.append(child)
+            self.sessions.add(child.pid)
             with self.pid_file.open("a") as pids:
                 pids.write(f"{child.pid}\n")
         return child
 
     def kill_all(self, *, close: bool = False) -> None:
-        """SIGKILL each child's whole session (a node and its workers, orphans included)."""
+        """SIGKILL each child's whole session: a node and its workers, and the orphaned
+        workers of a node killed earlier, whose session outlives its leader."""
         with self.lock:
             self.closed = self.closed or close
             children = list(self.children)
-        for child in children:
+            sessions = set(self.sessions)
+        for group in live_sessions() & sessions:
             with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(child.pid, signal.SIGKILL)
+                os.killpg(group, signal.SIGKILL)
         for child in children:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 child.wait(10)
+
+
+def _proc_stat(pid: str) -> list[str]:
+    """Fields of /proc/PID/stat after the command name: state, ppid, pgrp, session, …"""
+    return Path("/proc", pid, "stat").read_text().rsplit(")", 1)[1].split()
+
+
+def live_sessions() -> set[int]:
+    """Session ids that have a live process (a session's id is its leader's pid)."""
+    found = set()
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                found.add(int(_proc_stat(entry.name)[3]))
+    return found
 
 
 def worker_pids(parent: int) -> list[int]:
@@ -137,9 +156,7 @@ def worker_pids(parent: int) -> list[int]:
         if not entry.name.isdigit():
             continue
         try:
-            stat = Path(entry.path, "stat").read_text()
-            ppid = int(stat.rsplit(")", 1)[1].split()[1])
-            if ppid != parent:
+            if int(_proc_stat(entry.name)[1]) != parent:
                 continue
             cmdline = Path(entry.path, "cmdline").read_bytes()
         except (OSError, ValueError, IndexError):
