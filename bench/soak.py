@@ -369,15 +369,15 @@ class Soak:
             return -1
 
     def days(self) -> None:
+        """Simulate a day (while the previous ones are processed), wait until the backlog
+        is small, then pull it."""
         day = FIRST_DAY
         while not self.stop_days.is_set():
-            while not self.stop_days.is_set() and not 0 <= self.backlog() <= self.args.backlog:
-                time.sleep(1.0)
-            if self.stop_days.is_set():
-                return
             if not self.simulate(day):
                 time.sleep(5.0)
                 continue
+            while not self.stop_days.is_set() and not 0 <= self.backlog() <= self.args.backlog:
+                time.sleep(1.0)
             if self.stop_days.is_set():
                 return  # simulated after the end: not pulled, not counted
             folder = self.upstream / f"sim-s0-d{day}"
