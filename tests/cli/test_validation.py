@@ -56,6 +56,8 @@ class InProcess:
             except Exception:  # what an operator would see as a traceback
                 code = "traceback"
                 sys.stderr.write(traceback.format_exc())
+            sys.stdout.flush()
+            sys.stderr.flush()
             stdout, stderr = out.getvalue().decode(), err.getvalue().decode()
         cli_settings.cache_clear()
         assert code == rc, f"dpct {' '.join(args)}: exit {code}, expected {rc}\n{stderr}"
@@ -140,7 +142,7 @@ def test_descriptor_with_unknown_data_type_or_negative_priority_is_refused(
 
 
 @SQLITE_ONLY
-def test_out_of_range_numbers_are_one_line_and_change_nothing(
+def test_out_of_range_numbers_and_unknown_statuses_are_one_line_and_change_nothing(
     dpct: InProcess, db: Database, tmp_path: Path
 ) -> None:
     dpct("workflow", "register", str(_write(tmp_path / "chain.toml", CHAIN)))
@@ -181,11 +183,18 @@ def test_out_of_range_numbers_are_one_line_and_change_nothing(
         ("run", "list", "-n", "0"): "--how-many must be at least 1, not 0",
         ("events", "-n", "0"): "--limit must be at least 1, not 0",
         ("datasets", "-n", "-3"): "--limit must be at least 1, not -3",
+        # A status filter that matches nothing used to print an empty table.
+        ("workflow", "list", "--status", "FIALED"): (
+            "--status: unknown workflow status 'FIALED'; use one of NEW, RUNNING, SUCCESS, "
+            "FAILED, PARTIALLYSUCCESS, CANCELLED"
+        ),
+        ("workflow", "show", wf, "--status", "DONE"): "--status: unknown job status 'DONE'; use",
     }
     for args, message in refused.items():
-        assert dpct.error(*args, rc=2) == f"error: {message}", args
+        assert dpct.error(*args, rc=2).startswith(f"error: {message}"), args
     assert _dump(db) == before
     assert dpct("workflow", "priority", wf, "0")[0].startswith(f"workflow {wf}: priority 0")
+    assert '"QUEUED"' in dpct("job", "list", wf, "--status", "queued", "--json")[0]
 
 
 # ---------------------------------------------------------------- configuration

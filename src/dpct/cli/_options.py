@@ -7,7 +7,7 @@ that scripts can grep, like every other refusal.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import typer
 
@@ -43,6 +43,19 @@ def above(low: Number) -> Check:
         if value is not None and value <= low:
             raise BadInput(f"{_name(param)} must be greater than {low:g}, not {value:g}")
         return value
+
+    return check
+
+
+def one_of(kind: str, values: Iterable[str]) -> Callable[..., str | None]:
+    """Refuse a value outside ``values`` (case-insensitive), naming them all: a status
+    filter that matches nothing would print an empty table instead of an error."""
+    known = [str(v) for v in values]
+
+    def check(param: typer.CallbackParam, value: str | None) -> str | None:
+        if value is None or value.upper() in known:
+            return None if value is None else value.upper()
+        raise BadInput(f"{_name(param)}: unknown {kind} {value!r}; use one of {', '.join(known)}")
 
     return check
 

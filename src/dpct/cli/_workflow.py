@@ -9,12 +9,12 @@ import typer
 from rich.text import Text
 
 from dpct.cli._context import database
-from dpct.cli._options import PRIORITY_HELP, at_least
+from dpct.cli._options import PRIORITY_HELP, at_least, one_of
 from dpct.cli._progress import watch
 from dpct.cli._render import console, emit_json, status, table, when
 from dpct.datamodel import DataSpec, parse_duration_ns
 from dpct.errors import BadInput, WorkFailed
-from dpct.storage import JobStatus
+from dpct.storage import JobStatus, WorkflowStatus
 from dpct.workflows import service
 
 workflow_app = typer.Typer(help="Workflows: register, submit, list, resume, reprioritise, cancel.")
@@ -25,6 +25,12 @@ HowMany = Annotated[
     int, typer.Option("--how-many", "-n", help="How many rows.", callback=at_least(1))
 ]
 Page = Annotated[int, typer.Option(help="Page of jobs (0-based).", callback=at_least(0))]
+JobStatusFilter = Annotated[
+    str | None,
+    typer.Option(
+        "--status", help="Only jobs in this status.", callback=one_of("job status", JobStatus)
+    ),
+]
 
 
 def _spec(
@@ -131,7 +137,12 @@ def list_(
     history: Annotated[bool, typer.Option("--history", help="Ended workflows only.")] = False,
     how_many: HowMany = 500,
     name: Annotated[str | None, typer.Option(help="Only this workflow name.")] = None,
-    status_: Annotated[str | None, typer.Option("--status", help="Only this status.")] = None,
+    status_: Annotated[
+        str | None,
+        typer.Option(
+            "--status", help="Only this status.", callback=one_of("workflow status", WorkflowStatus)
+        ),
+    ] = None,
     as_json: Json = False,
 ) -> None:
     """Recent workflows, newest first (or --history)."""
@@ -182,9 +193,7 @@ def show(
     workflow_id: int,
     page: Page = 0,
     page_size: Annotated[int, typer.Option(help="Jobs per page.", callback=at_least(1))] = 50,
-    status_: Annotated[
-        str | None, typer.Option("--status", help="Only jobs in this status.")
-    ] = None,
+    status_: JobStatusFilter = None,
     as_json: Json = False,
 ) -> None:
     """A workflow with its per-status counts and a page of its jobs."""
@@ -309,14 +318,12 @@ def backfill(
 @job_app.command("list")
 def job_list(
     workflow_id: int,
-    status_: Annotated[str | None, typer.Option("--status", help="Only this status.")] = None,
+    status_: JobStatusFilter = None,
     page: Page = 0,
     page_size: Annotated[int, typer.Option(help="Jobs per page.", callback=at_least(1))] = 100,
     as_json: Json = False,
 ) -> None:
     """Jobs of a workflow."""
-    if status_ and status_ not in JobStatus.__members__:
-        raise BadInput(f"unknown job status {status_!r}; use one of {', '.join(JobStatus)}")
     jobs = service.jobs(database(), workflow_id, page=page, page_size=page_size, status=status_)
     if as_json:
         emit_json(jobs)
