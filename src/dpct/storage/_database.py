@@ -117,8 +117,13 @@ class Database:
                 "writes the file, its -wal and -shm files and their folder: check their "
                 "owner and permissions, or set DPCT_HOME to a writable copy"
             )
+        if isinstance(err, sa.exc.OperationalError) and _is_retryable(err):
+            return DatabaseUnreachable(
+                f"the SQLite database {path} stayed locked by another process ({cause}); "
+                "try again, and look for a stopped process holding it"
+            )
         if isinstance(err, sa.exc.OperationalError):
-            return StorageError(
+            return DatabaseUnreachable(
                 f"cannot open the SQLite database {path}: {cause}; check DPCT_HOME "
                 "(or DPCT_DATABASE_URL) and the permissions of the file and its folder"
             )
