@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -29,13 +29,14 @@ class Settings(BaseSettings):
     home: Path = Field(default_factory=default_home)
     database_url: str = ""
     sqlite_synchronous: Literal["OFF", "NORMAL", "FULL", "EXTRA"] = "NORMAL"
-    heartbeat_s: float = 2.0
-    lease_s: float = 30.0
-    node_down_after_s: float = 15.0
-    coordinator_tick_s: float = 0.5
-    retry_backoff_s: float = 1.0
-    log_max_bytes: int = 1_000_000
-    log_backups: int = 3
+    heartbeat_s: float = Field(2.0, gt=0)
+    lease_s: float = Field(30.0, gt=0)
+    node_down_after_s: float = Field(15.0, gt=0)
+    coordinator_tick_s: float = Field(0.5, gt=0)
+    retry_backoff_s: float = Field(1.0, ge=0)
+    log_max_bytes: int = Field(1_000_000, ge=0)
+    """0 never rotates (``RotatingFileHandler``'s meaning)."""
+    log_backups: int = Field(3, ge=0)
     store_url: str = ""
     """Where product files live: an fsspec URL or folder (default ``<home>/products``)."""
     outbox_url: str = ""
@@ -46,6 +47,16 @@ class Settings(BaseSettings):
     @classmethod
     def _expand_home(cls, value: Path) -> Path:
         return value.expanduser().resolve()
+
+    @model_validator(mode="after")
+    def _lease_outlasts_heartbeat(self) -> Settings:
+        # A lease that expires before the next heartbeat extends it would reap every job.
+        if self.lease_s <= self.heartbeat_s:
+            raise ValueError(
+                f"DPCT_LEASE_S ({self.lease_s:g} s) must be longer than DPCT_HEARTBEAT_S "
+                f"({self.heartbeat_s:g} s), best several times"
+            )
+        return self
 
     @property
     def url(self) -> str:

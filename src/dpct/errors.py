@@ -50,6 +50,12 @@ class InvalidState(DpctError):
     exit_code = 4
 
 
+class WorkFailed(DpctError):
+    """The work ran and ended without succeeding (e.g. a workflow FAILED); see its jobs."""
+
+    exit_code = 6
+
+
 class StorageError(DpctError):
     """The metadata database could not be used."""
 

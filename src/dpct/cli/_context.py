@@ -17,8 +17,11 @@ def settings() -> Settings:
         return Settings()
     except ValidationError as err:
         first = err.errors()[0]
-        field = ".".join(str(p) for p in first["loc"])
-        raise ConfigError(f"DPCT_{field.upper()}: {first['msg']}") from err
+        message = first["msg"].removeprefix("Value error, ")
+        if not first["loc"]:  # a check across fields names its variables itself
+            raise ConfigError(message) from err
+        field = ".".join(str(p) for p in first["loc"]).upper()
+        raise ConfigError(f"DPCT_{field}={first['input']}: {message}") from err
 
 
 def database(*, check_schema: bool = True, create: bool = False) -> Database:

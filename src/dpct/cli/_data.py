@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from dpct.cli._context import database
+from dpct.cli._options import at_least
 from dpct.cli._progress import watch
 from dpct.cli._render import console, emit_json, status, table, when
 from dpct.datamodel import NS_PER_DAY, parse_duration_ns
@@ -22,8 +23,11 @@ closure_app = typer.Typer(help="Run check closure: gaps and overlaps between run
 
 Json = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 Sw = Annotated[str, typer.Option("--sw", help="The pipeline: AIM, BAM or GSR.")]
-Day = Annotated[int | None, typer.Option(help="First OBMT day of the range.")]
-Days = Annotated[int, typer.Option(help="Number of days from --day.")]
+Day = Annotated[int | None, typer.Option(help="First OBMT day of the range.", callback=at_least(0))]
+Days = Annotated[int, typer.Option(help="Number of days from --day.", callback=at_least(1))]
+HowMany = Annotated[
+    int, typer.Option("--how-many", "-n", help="How many rows.", callback=at_least(1))
+]
 Start = Annotated[str | None, typer.Option(help="OBMT start: ns, or e.g. '4774d'.")]
 End = Annotated[str | None, typer.Option(help="OBMT end, exclusive: ns, or e.g. '4775d'.")]
 
@@ -32,8 +36,6 @@ def _range(day: int | None, days: int, start: str | None, end: str | None) -> tu
     if day is not None:
         if start is not None or end is not None:
             raise BadInput("give either --day [--days] or --start and --end, not both")
-        if days < 1:
-            raise BadInput(f"--days must be at least 1, not {days}")
         return day * NS_PER_DAY, (day + days) * NS_PER_DAY
     if start is None or end is None:
         raise BadInput("give the OBMT range: --day N [--days K], or --start and --end")
@@ -88,7 +90,7 @@ def _run_table(title: str, rows: list[RunRow]) -> None:
 @run_app.command("list")
 def run_list(
     sw: Annotated[str | None, typer.Option("--sw", help="Only this pipeline.")] = None,
-    how_many: Annotated[int, typer.Option("--how-many", "-n", help="How many rows.")] = 500,
+    how_many: HowMany = 500,
     as_json: Json = False,
 ) -> None:
     """Runs, newest first, with the status their workflows imply now."""
@@ -101,7 +103,7 @@ def run_list(
 
 @run_app.command("aim")
 def run_aim(
-    how_many: Annotated[int, typer.Option("--how-many", "-n", help="How many rows.")] = 100,
+    how_many: HowMany = 100,
     as_json: Json = False,
 ) -> None:
     """The AimRun table: AIM runs, what they processed, what is left, what they produced."""
@@ -320,7 +322,7 @@ def closure_check(
 @closure_app.command("list")
 def closure_list(
     sw: Annotated[str | None, typer.Option("--sw", help="Only this pipeline.")] = None,
-    how_many: Annotated[int, typer.Option("--how-many", "-n", help="How many rows.")] = 100,
+    how_many: HowMany = 100,
     as_json: Json = False,
 ) -> None:
     """The run check closure table, newest first."""

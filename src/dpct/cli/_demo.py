@@ -9,6 +9,7 @@ import typer
 from rich.text import Text
 
 from dpct.cli._context import database, settings
+from dpct.cli._options import above, at_least
 from dpct.cli._progress import watch
 from dpct.cli._render import console, status, table, when
 from dpct.datamodel import NS_PER_DAY
@@ -20,10 +21,16 @@ from dpct.workflows import obmt_ns_from_unix, service
 
 
 def demo(
-    day: Annotated[int | None, typer.Option(help="OBMT day (default: yesterday's).")] = None,
-    nodes: Annotated[int, typer.Option(help="Processing nodes to start.")] = 2,
-    slots: Annotated[int, typer.Option(help="Slots per node.")] = 2,
-    timeout: Annotated[float, typer.Option(help="Give up after this many seconds.")] = 300.0,
+    day: Annotated[
+        int | None, typer.Option(help="OBMT day (default: yesterday's).", callback=at_least(0))
+    ] = None,
+    nodes: Annotated[
+        int, typer.Option(help="Processing nodes to start.", callback=at_least(1))
+    ] = 2,
+    slots: Annotated[int, typer.Option(help="Slots per node.", callback=at_least(1))] = 2,
+    timeout: Annotated[
+        float, typer.Option(help="Give up after this many seconds.", callback=above(0))
+    ] = 300.0,
 ) -> None:
     """Run the demo chain (ingest → daily processing → report) with real nodes."""
     s = settings()

@@ -8,13 +8,14 @@ from typing import Annotated
 import typer
 
 from dpct.cli._context import database, settings
+from dpct.cli._options import at_least
 from dpct.cli._render import console, emit_json, status, table, when
 from dpct.events import service as event_service
 from dpct.processing import Coordinator, Node
 from dpct.processing import service as processing_service
 from dpct.storage import current_revision, downgrade, head_revision, upgrade
 from dpct.storage import service as storage_service
-from dpct.tasks import TASK_TYPES
+from dpct.tasks import TASK_TYPES, load_entry_points
 from dpct.workflows import service
 
 db_app = typer.Typer(help="The metadata database: create, migrate, inspect.")
@@ -22,6 +23,7 @@ node_app = typer.Typer(help="Processing nodes: start one, list the node monitor.
 coordinator_app = typer.Typer(help="The coordinator (lease reaper, node monitor, triggers).")
 
 Json = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+Limit = Annotated[int, typer.Option("--limit", "-n", help="How many rows.", callback=at_least(1))]
 
 
 @db_app.command("upgrade")
@@ -75,11 +77,14 @@ def _logging() -> None:
 @node_app.command("start")
 def node_start(
     name: Annotated[str, typer.Option(help="Node name, e.g. pr1 (shown as pfs.pr1).")],
-    slots: Annotated[int, typer.Option(help="Worker slots (cores) this node offers.")] = 2,
+    slots: Annotated[
+        int, typer.Option(help="Worker slots (cores) this node offers.", callback=at_least(1))
+    ] = 2,
 ) -> None:
     """Run a processing node until SIGTERM (first: drain; second: stop at once)."""
     _logging()
     full = name if "." in name else f"pfs.{name}"
+    load_entry_points()  # a bad DPCT_TASK_MODULES stops the node here, not in each worker
     Node(database(), settings(), name=full, slots=slots).run()
 
 
@@ -104,6 +109,7 @@ def node_list(as_json: Json = False) -> None:
 def coordinator_start() -> None:
     """Run the coordinator and workflow manager until SIGTERM."""
     _logging()
+    load_entry_points()  # a bad DPCT_TASK_MODULES stops it here, not at the first trigger
     Coordinator(database(), settings()).run()
 
 
@@ -146,7 +152,7 @@ def lineage(solution_id: int, as_json: Json = False) -> None:
 
 
 def events(
-    limit: Annotated[int, typer.Option("--limit", "-n")] = 50,
+    limit: Limit = 50,
     kind: Annotated[str | None, typer.Option(help="e.g. job.failed or 'job.*'.")] = None,
     object_type: Annotated[str | None, typer.Option("--object", help="workflow, job, ...")] = None,
     object_id: Annotated[str | None, typer.Option("--id")] = None,
@@ -171,7 +177,7 @@ def events(
 
 def datasets(
     data_type: Annotated[str | None, typer.Option("--type", help="Only this data type.")] = None,
-    limit: Annotated[int, typer.Option("--limit", "-n")] = 50,
+    limit: Limit = 50,
     as_json: Json = False,
 ) -> None:
     """Registered product datasets, newest first."""

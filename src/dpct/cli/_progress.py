@@ -22,8 +22,12 @@ def watch(
     *,
     expected: int = 1,
     timeout: float = 3600.0,
+    quiet: bool = False,
 ) -> list[service.WorkflowView]:
-    """Show jobs done / total until ``expected`` workflows exist and all have ended."""
+    """Show jobs done / total until ``expected`` workflows exist and all have ended.
+
+    ``quiet`` waits without the bar, which would break JSON on stdout.
+    """
     deadline = time.monotonic() + timeout
     columns = (
         TextColumn("{task.description}"),
@@ -31,7 +35,7 @@ def watch(
         MofNCompleteColumn(),
         TimeElapsedColumn(),
     )
-    with Progress(*columns, console=console, transient=False) as progress:
+    with Progress(*columns, console=console, transient=False, disable=quiet) as progress:
         bar = progress.add_task("jobs", total=None)
         while time.monotonic() < deadline:
             current = views()

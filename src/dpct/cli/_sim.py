@@ -10,6 +10,7 @@ import typer
 from pydantic import ValidationError
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from dpct.cli._options import at_least
 from dpct.cli._render import console, emit_json, table
 from dpct.errors import BadInput
 from dpct.sim import PRODUCTS, SimConfig, Simulator
@@ -32,20 +33,26 @@ def _config(seed: int, scale: float, products: str | None) -> SimConfig:
 
 @sim_app.command("run")
 def sim_run(
-    day: Annotated[int, typer.Option(help="First OBMT day (days of 86400 s since OBMT 0).")],
+    day: Annotated[
+        int,
+        typer.Option(help="First OBMT day (days of 86400 s since OBMT 0).", callback=at_least(0)),
+    ],
     out: Annotated[Path, typer.Option(help="Folder that receives one delivery per day.")],
-    days: Annotated[int, typer.Option(min=1, help="Number of days.")] = 1,
+    days: Annotated[int, typer.Option(help="Number of days.", callback=at_least(1))] = 1,
     hours: Annotated[
-        float | None, typer.Option(min=0.25, max=24, help="Only the first H hours of each day.")
+        float | None,
+        typer.Option(help="Only the first H hours of each day.", callback=at_least(0.25, 24)),
     ] = None,
-    seed: Annotated[int, typer.Option(min=0)] = 0,
+    seed: Annotated[int, typer.Option(callback=at_least(0))] = 0,
     scale: Annotated[
         float, typer.Option(help="Volume scale: 1 is a full day (1.5e7 AF windows).")
     ] = 0.01,
     products: Annotated[
         str | None, typer.Option(help=f"Comma-separated subset of {', '.join(PRODUCTS)}.")
     ] = None,
-    workers: Annotated[int, typer.Option(min=1)] = max(1, min(4, os.cpu_count() or 1)),
+    workers: Annotated[int, typer.Option(callback=at_least(1))] = max(
+        1, min(4, os.cpu_count() or 1)
+    ),
     truth: Annotated[bool, typer.Option(help="Also write truth beside each delivery.")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:

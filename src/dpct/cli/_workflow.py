@@ -9,17 +9,28 @@ import typer
 from rich.text import Text
 
 from dpct.cli._context import database
+from dpct.cli._options import PRIORITY_HELP, at_least, one_of
 from dpct.cli._progress import watch
 from dpct.cli._render import console, emit_json, status, table, when
 from dpct.datamodel import DataSpec, parse_duration_ns
-from dpct.errors import BadInput
-from dpct.storage import JobStatus
+from dpct.errors import BadInput, WorkFailed
+from dpct.storage import JobStatus, WorkflowStatus
 from dpct.workflows import service
 
 workflow_app = typer.Typer(help="Workflows: register, submit, list, resume, reprioritise, cancel.")
 job_app = typer.Typer(help="Jobs: list, show, logs.")
 
 Json = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+HowMany = Annotated[
+    int, typer.Option("--how-many", "-n", help="How many rows.", callback=at_least(1))
+]
+Page = Annotated[int, typer.Option(help="Page of jobs (0-based).", callback=at_least(0))]
+JobStatusFilter = Annotated[
+    str | None,
+    typer.Option(
+        "--status", help="Only jobs in this status.", callback=one_of("job status", JobStatus)
+    ),
+]
 
 
 def _spec(
@@ -74,37 +85,64 @@ def install(
 @workflow_app.command("submit")
 def submit(
     name: str,
-    day: Annotated[int | None, typer.Option(help="OBMT day to process.")] = None,
-    days: Annotated[int, typer.Option(help="Number of days from --day.")] = 1,
+    day: Annotated[
+        int | None, typer.Option(help="OBMT day to process.", callback=at_least(0))
+    ] = None,
+    days: Annotated[int, typer.Option(help="Number of days from --day.", callback=at_least(1))] = 1,
     start: Annotated[str | None, typer.Option(help="OBMT start (ns or e.g. '3d').")] = None,
     end: Annotated[str | None, typer.Option(help="OBMT end, exclusive.")] = None,
-    priority: Annotated[int | None, typer.Option(help="Override the priority.")] = None,
-    version: Annotated[
-        int | None, typer.Option(help="Descriptor version (default latest).")
+    priority: Annotated[
+        int | None,
+        typer.Option(help=f"Override the descriptor's. {PRIORITY_HELP}", callback=at_least(0)),
     ] = None,
-    wait: Annotated[bool, typer.Option("--wait", help="Show progress until it ends.")] = False,
+    version: Annotated[
+        int | None, typer.Option(help="Descriptor version (default latest).", callback=at_least(1))
+    ] = None,
+    wait: Annotated[
+        bool,
+        typer.Option(
+            "--wait",
+            help="Wait until it ends (with progress unless --json); exit 6 unless it succeeded.",
+        ),
+    ] = False,
     as_json: Json = False,
 ) -> None:
-    """Start a workflow over a DataSpec (the coordinator and nodes run it)."""
+    """Start a workflow over a DataSpec (the coordinator and nodes run it).
+
+    With --wait the exit code tells how it ended: 0 SUCCESS, 6 FAILED, PARTIALLYSUCCESS
+    or CANCELLED.
+    """
     db = database()
     descriptor = service.descriptor_of(service.get_descriptor(db, name, version))
     spec = _spec(descriptor.data_type, day, days, start, end)
     wf = service.submit(db, name, spec, priority=priority, version=version)
-    if wait and not as_json:
-        watch(db, lambda: [service.workflow(db, wf)])
+    if wait:
+        watch(db, lambda: [service.workflow(db, wf)], quiet=as_json)
     view = service.workflow(db, wf)
     if as_json:
         emit_json(view)
-        return
-    console.print(f"workflow {wf} {name} submitted over {spec.text}: {view.workflow.n_jobs} jobs")
+    else:
+        console.print(
+            f"workflow {wf} {name} submitted over {spec.text}: {view.workflow.n_jobs} jobs"
+        )
+    if wait and view.workflow.status != "SUCCESS":
+        raise WorkFailed(
+            f"workflow {wf} {name} ended {view.workflow.status} ({_counts(view.counts)}); "
+            f"see `dpct job list {wf} --status FAILED` and `dpct job logs JOBID`"
+        )
 
 
 @workflow_app.command("list")
 def list_(
     history: Annotated[bool, typer.Option("--history", help="Ended workflows only.")] = False,
-    how_many: Annotated[int, typer.Option("--how-many", "-n", help="How many rows.")] = 500,
+    how_many: HowMany = 500,
     name: Annotated[str | None, typer.Option(help="Only this workflow name.")] = None,
-    status_: Annotated[str | None, typer.Option("--status", help="Only this status.")] = None,
+    status_: Annotated[
+        str | None,
+        typer.Option(
+            "--status", help="Only this status.", callback=one_of("workflow status", WorkflowStatus)
+        ),
+    ] = None,
     as_json: Json = False,
 ) -> None:
     """Recent workflows, newest first (or --history)."""
@@ -153,11 +191,9 @@ def _counts(counts: dict[str, int]) -> str:
 @workflow_app.command("show")
 def show(
     workflow_id: int,
-    page: Annotated[int, typer.Option(help="Page of jobs (0-based).")] = 0,
-    page_size: Annotated[int, typer.Option(help="Jobs per page.")] = 50,
-    status_: Annotated[
-        str | None, typer.Option("--status", help="Only jobs in this status.")
-    ] = None,
+    page: Page = 0,
+    page_size: Annotated[int, typer.Option(help="Jobs per page.", callback=at_least(1))] = 50,
+    status_: JobStatusFilter = None,
     as_json: Json = False,
 ) -> None:
     """A workflow with its per-status counts and a page of its jobs."""
@@ -228,8 +264,15 @@ def resume(workflow_id: int, as_json: Json = False) -> None:
     )
 
 
-@workflow_app.command("priority")
-def priority(workflow_id: int, value: int, as_json: Json = False) -> None:
+# "-5" must reach the range check (and its clear line) instead of reading as an option.
+@workflow_app.command("priority", context_settings={"ignore_unknown_options": True})
+def priority(
+    workflow_id: int,
+    value: Annotated[
+        int, typer.Argument(metavar="PRIORITY", help=PRIORITY_HELP, callback=at_least(0))
+    ],
+    as_json: Json = False,
+) -> None:
     """Change jobs priority (higher runs first) of the workflow's jobs not yet started."""
     changed = service.change_priority(database(), workflow_id, value)
     if as_json:
@@ -254,8 +297,12 @@ def cancel(workflow_id: int, as_json: Json = False) -> None:
 @workflow_app.command("backfill")
 def backfill(
     name: str,
-    first_day: Annotated[int, typer.Option("--from-day", help="First OBMT day.")],
-    last_day: Annotated[int, typer.Option("--to-day", help="Last OBMT day (inclusive).")],
+    first_day: Annotated[
+        int, typer.Option("--from-day", help="First OBMT day.", callback=at_least(0))
+    ],
+    last_day: Annotated[
+        int, typer.Option("--to-day", help="Last OBMT day (inclusive).", callback=at_least(0))
+    ],
     force: Annotated[bool, typer.Option(help="Also days that already ran.")] = False,
     as_json: Json = False,
 ) -> None:
@@ -271,14 +318,12 @@ def backfill(
 @job_app.command("list")
 def job_list(
     workflow_id: int,
-    status_: Annotated[str | None, typer.Option("--status", help="Only this status.")] = None,
-    page: Annotated[int, typer.Option(help="Page (0-based).")] = 0,
-    page_size: Annotated[int, typer.Option(help="Jobs per page.")] = 100,
+    status_: JobStatusFilter = None,
+    page: Page = 0,
+    page_size: Annotated[int, typer.Option(help="Jobs per page.", callback=at_least(1))] = 100,
     as_json: Json = False,
 ) -> None:
     """Jobs of a workflow."""
-    if status_ and status_ not in JobStatus.__members__:
-        raise BadInput(f"unknown job status {status_!r}; use one of {', '.join(JobStatus)}")
     jobs = service.jobs(database(), workflow_id, page=page, page_size=page_size, status=status_)
     if as_json:
         emit_json(jobs)

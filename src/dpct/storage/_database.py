@@ -9,6 +9,7 @@ WAL mode, never wait for writers.
 
 from __future__ import annotations
 
+import os
 import random
 import sqlite3
 import time
@@ -60,10 +61,12 @@ class Database:
             )
         self.is_sqlite = backend == "sqlite"
         self.is_postgresql = backend == "postgresql"
+        self.sqlite_path: Path | None = None
+        """The SQLite file, named in errors about it; None for PostgreSQL or in memory."""
         if self.is_sqlite:
             database = self.url.database or ""
             if database and database != ":memory:":
-                path = Path(database)
+                path = self.sqlite_path = Path(database)
                 if not create and not path.exists():
                     raise SchemaOutdated(
                         f"there is no metadata database at {path}; check DPCT_HOME, or "
@@ -95,17 +98,52 @@ class Database:
     def _connect(self) -> Connection:
         try:
             return self.engine.connect()
-        except sa.exc.OperationalError as err:
+        except sa.exc.DatabaseError as err:
+            if self.sqlite_path is not None:
+                raise self._sqlite_error(err) from err
+            if not isinstance(err, sa.exc.OperationalError):
+                raise
             raise DatabaseUnreachable(
                 f"cannot reach the metadata database at {self.url.render_as_string()}: "
                 f"{_first_line(err)}; check DPCT_DATABASE_URL and that the server runs"
             ) from err
 
+    def _sqlite_error(self, err: sa.exc.DatabaseError) -> StorageError:
+        """What is wrong with the SQLite file, named, with what to do (there is no server)."""
+        path, cause = self.sqlite_path, _first_line(err)
+        if _read_only(err, path):
+            return StorageError(
+                f"the SQLite database {path} is read-only for this user ({cause}); dpct "
+                "writes the file, its -wal and -shm files and their folder: check their "
+                "owner and permissions, or set DPCT_HOME to a writable copy"
+            )
+        if isinstance(err, sa.exc.OperationalError) and _is_retryable(err):
+            return DatabaseUnreachable(
+                f"the SQLite database {path} stayed locked by another process ({cause}); "
+                "try again, and look for a stopped process holding it"
+            )
+        if isinstance(err, sa.exc.OperationalError):
+            return DatabaseUnreachable(
+                f"cannot open the SQLite database {path}: {cause}; check DPCT_HOME "
+                "(or DPCT_DATABASE_URL) and the permissions of the file and its folder"
+            )
+        return StorageError(
+            f"{path} is not a usable SQLite database ({cause}); point DPCT_HOME (or "
+            "DPCT_DATABASE_URL) at the dpct database, or restore it from a backup "
+            "(moving the file away and running `dpct db upgrade` starts an empty one)"
+        )
+
     @contextmanager
     def write(self) -> Iterator[Connection]:
         """A write transaction (SQLite: ``BEGIN IMMEDIATE``); commits on success."""
-        with self._connect() as conn, conn.begin():
-            yield conn
+        try:
+            with self._connect() as conn, conn.begin():
+                yield conn
+        except sa.exc.OperationalError as err:
+            # Not retryable, and a traceback would hide the cause: say which file.
+            if self.sqlite_path is not None and _read_only(err, self.sqlite_path):
+                raise self._sqlite_error(err) from err
+            raise
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
@@ -231,6 +269,16 @@ def _is_retryable(err: sa.exc.OperationalError) -> bool:
         marker in text
         for marker in ("database is locked", "deadlock detected", "could not serialize")
     )
+
+
+def _read_only(err: sa.exc.DatabaseError, path: Path | None) -> bool:
+    """SQLite said so, or the file or its folder cannot be written (which SQLite may
+    report only as "unable to open database file")."""
+    if "readonly" in str(getattr(err, "orig", err)).lower():
+        return True
+    if path is None or not isinstance(err, sa.exc.OperationalError):
+        return False
+    return (path.exists() and not os.access(path, os.W_OK)) or not os.access(path.parent, os.W_OK)
 
 
 def _first_line(err: BaseException) -> str:

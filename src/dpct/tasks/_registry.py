@@ -22,7 +22,7 @@ import pyarrow as pa
 from pydantic import BaseModel, ValidationError
 
 from dpct.datamodel import DATA_TYPES, DataSpec
-from dpct.errors import ContractError, DpctError, UnknownTaskType
+from dpct.errors import ConfigError, ContractError, DpctError, UnknownTaskType
 
 INJECTABLE = frozenset({"config", "spec", "log", "scratch", "alarms", "solutions"})
 """Arguments the framework passes when a task function asks for them by name.
@@ -189,11 +189,20 @@ def load_entry_points() -> None:
     global _loaded_entry_points
     if _loaded_entry_points:
         return
-    _loaded_entry_points = True
+    _loaded_entry_points = True  # a task module that looks up a type must not recurse
     for ep in entry_points(group="dpct.tasks"):
         ep.load()
-    for module in filter(None, os.environ.get("DPCT_TASK_MODULES", "").split(",")):
-        importlib.import_module(module.strip())
+    for module in filter(
+        None, (m.strip() for m in os.environ.get("DPCT_TASK_MODULES", "").split(","))
+    ):
+        try:
+            importlib.import_module(module)
+        except ImportError as err:
+            _loaded_entry_points = False  # every later lookup says it again
+            raise ConfigError(
+                f"DPCT_TASK_MODULES names {module!r}, which cannot be imported ({err}); "
+                "install it or fix the variable (comma-separated module names)"
+            ) from err
 
 
 def task(

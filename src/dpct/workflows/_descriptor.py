@@ -16,8 +16,8 @@ import yaml
 from croniter import croniter
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from dpct.datamodel import parse_duration_ns
-from dpct.errors import DescriptorError, UnknownTaskType
+from dpct.datamodel import DATA_TYPES, parse_duration_ns
+from dpct.errors import DescriptorError, UnknownDataType, UnknownTaskType
 from dpct.tasks import TASK_TYPES, ParameterError
 
 
@@ -210,6 +210,34 @@ def parse_descriptor(raw: Any, *, source: str = "") -> Descriptor:
         raise DescriptorError(first["msg"], source=source, step=step, field=field) from err
     _check_semantics(descriptor, source)
     return descriptor
+
+
+def check_registrable(d: Descriptor, source: str) -> None:
+    """Checks made when a descriptor is registered, on top of :func:`parse_descriptor`.
+
+    Data types named nowhere else would make a trigger that never fires. They are checked
+    here, not when a stored descriptor is read back, so that a type's module removed
+    later cannot stop the coordinator from reading every other descriptor.
+    """
+    named = [("data_type", d.data_type)]
+    if d.trigger.data_type is not None:
+        named.append(("trigger.data_type", d.trigger.data_type))
+    for field, name in named:
+        try:
+            DATA_TYPES.get(name)
+        except UnknownDataType as err:
+            raise DescriptorError(
+                f"{err}; data types are declared by task modules: install the package that "
+                "declares it, or name its module in DPCT_TASK_MODULES",
+                source=source,
+                field=field,
+            ) from None
+    if d.priority < 0:
+        raise DescriptorError(
+            f"priority must be ≥ 0 (higher runs first; 0 is the default), not {d.priority}",
+            source=source,
+            field="priority",
+        )
 
 
 def _check_semantics(d: Descriptor, source: str) -> None:

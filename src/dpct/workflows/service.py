@@ -46,7 +46,12 @@ from dpct.storage import (
 )
 from dpct.storage import get_descriptor as _get_descriptor
 from dpct.tasks import TASK_TYPES
-from dpct.workflows._descriptor import Descriptor, load_descriptor, parse_descriptor
+from dpct.workflows._descriptor import (
+    Descriptor,
+    check_registrable,
+    load_descriptor,
+    parse_descriptor,
+)
 from dpct.workflows._planning import plan_jobs, task_limits
 
 ENDED = {
@@ -97,6 +102,8 @@ def install_pipeline(db: Database, name: str, *, now: float | None = None) -> li
 def store_descriptor(
     db: Database, descriptor: Descriptor, *, source: str, now: float | None = None
 ) -> DescriptorRow:
+    """Store a validated descriptor as a new version: the one way a descriptor gets in."""
+    check_registrable(descriptor, source)
     content = descriptor.model_dump_json()
     with db.write() as conn:
         existing = _get_descriptor(conn, descriptor.name, descriptor.version)
