@@ -119,7 +119,7 @@ class TransferError(DpctError):
     """A transfer failed."""
 
 
-class PartialTransfer(TransferError):
+class PartialTransfer(TransferError, WorkFailed):
     """A transfer ended PARTIAL: some files were quarantined; see `dpct transfer show ID`."""
 
     exit_code = 6
