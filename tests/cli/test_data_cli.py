@@ -62,7 +62,7 @@ def test_runs_closure_and_retraction_commands(dpct: Any, db: Database) -> None:
     errors = json.loads(dpct("closure", "errors", check_id, "--json").stdout)
     assert [[e["obmt_start_ns"], e["obmt_end_ns"]] for e in errors] == [gap]
     assert "Table error view" in dpct("closure", "errors", check_id).stdout
-    ok = dpct("closure", "check", "--sw", "AIM", "--day", "12").stdout
+    ok = dpct("closure", "check", "--sw", "AIM", "--day", "12", "--yes").stdout
     assert "OK" in ok and "NOTHING" in ok
     assert len(json.loads(dpct("closure", "list", "--json").stdout)) == 2
     dpct("run", "ignore", str(first["id"]), "--note", "redo")
@@ -79,7 +79,9 @@ def test_runs_closure_and_retraction_commands(dpct: Any, db: Database) -> None:
             now=1.0,
             software_version="t",
         )
-    out = json.loads(dpct("retract", str(dataset_id), "--reason", "bad", "--json").stdout)
+    out = json.loads(
+        dpct("retract", str(dataset_id), "--reason", "bad", "--yes", "--json").stdout
+    )
     assert out["retraction"]["retracted"] == [dataset_id]
     assert out["workflow"]["workflow"]["name"] == "DataRetractionTraceExtractCleanAutWorkflow"
     missing = dpct("retract", "999", "--reason", "bad", rc=1).exception

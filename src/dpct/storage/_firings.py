@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
@@ -35,6 +37,39 @@ def record_firing_workflow(conn: Connection, firing_id: int, workflow_id: int) -
         .where(trigger_firings.c.id == firing_id)
         .values(workflow_id=workflow_id)
     )
+
+
+def fired_keys(conn: Connection, descriptor: str, keys: Iterable[str]) -> list[str]:
+    """Those of ``keys`` that ``descriptor`` has fired (and not released)."""
+    wanted = sorted(set(keys))
+    if not wanted:
+        return []
+    f = trigger_firings.c
+    query = sa.select(f.key).where(f.descriptor == descriptor, f.key.in_(wanted)).order_by(f.key)
+    return [str(k) for k in conn.execute(query).scalars()]
+
+
+def release_firings(conn: Connection, descriptor: str, keys: Iterable[str]) -> int:
+    """Let ``(descriptor, key)`` fire again; the firing stays, under a key marked released.
+
+    A firing records that its trigger's condition held (an interval was covered); once
+    retracted data uncover the interval again, the next delivery covering it must fire.
+    Keeping the row, renamed ``<key>#released:<id>``, keeps the workflow it started.
+    """
+    f = trigger_firings.c
+    wanted = sorted(set(keys))
+    if not wanted:
+        return 0
+    rows = conn.execute(
+        sa.select(f.id, f.key).where(f.descriptor == descriptor, f.key.in_(wanted))
+    ).all()
+    for firing_id, key in rows:
+        conn.execute(
+            sa.update(trigger_firings)
+            .where(f.id == firing_id)
+            .values(key=f"{key}#released:{firing_id}")
+        )
+    return len(rows)
 
 
 DATA_CURSOR = "data-triggers"
