@@ -79,9 +79,7 @@ def test_runs_closure_and_retraction_commands(dpct: Any, db: Database) -> None:
             now=1.0,
             software_version="t",
         )
-    out = json.loads(
-        dpct("retract", str(dataset_id), "--reason", "bad", "--yes", "--json").stdout
-    )
+    out = json.loads(dpct("retract", str(dataset_id), "--reason", "bad", "--yes", "--json").stdout)
     assert out["retraction"]["retracted"] == [dataset_id]
     assert out["workflow"]["workflow"]["name"] == "DataRetractionTraceExtractCleanAutWorkflow"
     missing = dpct("retract", "999", "--reason", "bad", rc=1).exception
