@@ -33,7 +33,7 @@ from dpct.storage import (
 )
 from dpct.storage import service as storage_service
 from dpct.storage._schema import datasets as datasets_table
-from dpct.tasks import beside_job_log, task
+from dpct.tasks import PermanentTaskError, beside_job_log, task
 from dpct.testing import FakeClock
 from dpct.workflows import fire_data_triggers
 from dpct.workflows import service as rms
@@ -314,7 +314,11 @@ DAILY = data_type(
     outputs={"daily": "tests_redelivery_daily"},
 )
 def redelivery_daily(raw: pa.Table) -> pa.Table:
-    return pa.table({"total": [float(pa.compute.sum(raw.column("value")).as_py())]})
+    """The day's total; a negative value is a corrupt delivery, refused for good."""
+    values = raw.column("value").to_pylist()
+    if min(values) < 0:
+        raise PermanentTaskError(f"corrupt input: value {min(values)}")
+    return pa.table({"total": [float(sum(values))]})
 
 
 REDELIVERY_DAY = 8200
@@ -330,11 +334,7 @@ def _deliver(db: Database, settings: Settings, value: float, name: str) -> int:
     return dataset_id
 
 
-def test_a_corrected_redelivery_starts_the_retracted_downstream_workflows_again(
-    db: Database, settings: Settings, clock: FakeClock, tmp_path: Path
-) -> None:
-    """Data triggers fire once per interval; a retraction uncovers the interval, so the
-    corrected delivery fires the daily workflow again, and its product the next one."""
+def _daily_and_summary(db: Database, tmp_path: Path) -> None:
     register(
         db,
         tmp_path,
@@ -351,6 +351,14 @@ def test_a_corrected_redelivery_starts_the_retracted_downstream_workflows_again(
         data_type="tests_redelivery_daily",
         trigger={"kind": "data", "data_type": "tests_redelivery_daily", "mode": "interval"},
     )
+
+
+def test_a_corrected_redelivery_starts_the_retracted_downstream_workflows_again(
+    db: Database, settings: Settings, clock: FakeClock, tmp_path: Path
+) -> None:
+    """Data triggers fire once per interval; a retraction uncovers the interval, so the
+    corrected delivery fires the daily workflow again, and its product the next one."""
+    _daily_and_summary(db, tmp_path)
     wrong = _deliver(db, settings, 1.0, "wrong")
     run_inline(db, settings, clock)
     first = {v.workflow.name: v.workflow.id for v in rms.workflows(db)}
@@ -393,3 +401,25 @@ def test_a_corrected_redelivery_starts_the_retracted_downstream_workflows_again(
     _deliver(db, settings, 7.0, "extra")
     run_inline(db, settings, clock)
     assert len(rms.workflows(db)) == 4
+
+
+def test_a_workflow_that_failed_on_the_retracted_delivery_is_resumed_not_doubled(
+    db: Database, settings: Settings, clock: FakeClock, tmp_path: Path
+) -> None:
+    """Its firing stays: resuming it redoes the failed job on the corrected delivery."""
+    _daily_and_summary(db, tmp_path)
+    corrupt = _deliver(db, settings, -1.0, "corrupt")
+    run_inline(db, settings, clock)
+    (daily,) = [v.workflow for v in rms.workflows(db)]
+    assert (daily.name, daily.status) == ("Daily", "FAILED")
+
+    result = service.retract(db, [corrupt], reason="corrupt", clean=False, now=clock())
+    assert result.retracted == [corrupt] and result.plan.refire == []
+    _deliver(db, settings, 3.0, "corrected")
+    run_inline(db, settings, clock)
+    assert [v.workflow.id for v in rms.workflows(db)] == [daily.id]  # no second Daily
+    rms.resume(db, daily.id, now=clock())
+    run_inline(db, settings, clock)
+    views = {v.workflow.name: v.workflow for v in rms.workflows(db)}
+    assert views["Daily"].id == daily.id and views["Daily"].status == "SUCCESS"
+    assert views["Summary"].status == "SUCCESS" and len(views) == 2

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from dpct.storage._schema import cursors, trigger_firings
+from dpct.storage._schema import cursors, trigger_firings, workflows
 
 
 def claim_firing(conn: Connection, descriptor: str, key: str, now: float) -> int | None:
@@ -39,14 +39,21 @@ def record_firing_workflow(conn: Connection, firing_id: int, workflow_id: int) -
     )
 
 
-def fired_keys(conn: Connection, descriptor: str, keys: Iterable[str]) -> list[str]:
-    """Those of ``keys`` that ``descriptor`` has fired (and not released)."""
+def fired(
+    conn: Connection, descriptor: str, keys: Iterable[str]
+) -> list[tuple[str, int | None, str | None]]:
+    """(key, workflow, its status) of those of ``keys`` that ``descriptor`` has fired."""
     wanted = sorted(set(keys))
     if not wanted:
         return []
     f = trigger_firings.c
-    query = sa.select(f.key).where(f.descriptor == descriptor, f.key.in_(wanted)).order_by(f.key)
-    return [str(k) for k in conn.execute(query).scalars()]
+    query = (
+        sa.select(f.key, f.workflow_id, workflows.c.status)
+        .outerjoin(workflows, workflows.c.id == f.workflow_id)
+        .where(f.descriptor == descriptor, f.key.in_(wanted))
+        .order_by(f.key)
+    )
+    return [(str(k), None if w is None else int(w), s) for k, w, s in conn.execute(query)]
 
 
 def release_firings(conn: Connection, descriptor: str, keys: Iterable[str]) -> int:

@@ -171,3 +171,12 @@ def retracted_hull(conn: Connection, dataset_ids: Iterable[int]) -> tuple[int, i
             lo = start if lo is None else min(lo, start)
             hi = end if hi is None else max(hi, end)
     return None if lo is None or hi is None else (int(lo), int(hi))
+
+
+def producing_workflows(conn: Connection, job_ids: Iterable[int]) -> set[int]:
+    """The workflows of these jobs."""
+    out: set[int] = set()
+    for batch in _chunks(sorted(set(job_ids))):
+        query = sa.select(jobs.c.workflow_id).where(jobs.c.id.in_(batch)).distinct()
+        out.update(int(w) for w in conn.execute(query).scalars())
+    return out

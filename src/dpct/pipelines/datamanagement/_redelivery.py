@@ -2,10 +2,19 @@
 
 An interval data trigger fires once per interval, when available datasets of its type
 first cover the interval (the firing's key, ``interval:<start>``, makes it at most
-once). Retracting a dataset of that type uncovers the interval again: the firing no
-longer stands for anything true, and keeping it would stop the corrected delivery, or
-the corrected products made from it, from starting the workflow again. Dataset-mode
-triggers need nothing: a redelivered file is a new dataset with a key of its own.
+once). Retracting a dataset of that type uncovers the interval again, and the firing
+is released, so that the corrected delivery, or the corrected products made from it,
+start the workflow again, when the workflow it started
+
+- ended SUCCESS: it finished on data now withdrawn, and nothing of it is left to redo
+  but all of it; or
+- made datasets this retraction withdraws: its results are gone.
+
+A workflow that did not succeed and made nothing retracted (an ingest that failed on the
+corrupt file) keeps its firing: ``dpct workflow resume`` redoes its failed jobs on the
+corrected delivery, and a second workflow over the same interval would do the work
+twice. Dataset-mode triggers need nothing: a redelivered file is a new dataset with a
+key of its own.
 """
 
 from __future__ import annotations
@@ -15,8 +24,9 @@ from collections.abc import Sequence
 from sqlalchemy.engine import Connection
 
 from dpct.datamodel import parse_duration_ns
-from dpct.storage import DatasetRow, active_descriptors
-from dpct.storage._firings import fired_keys
+from dpct.storage import DatasetRow, WorkflowStatus, active_descriptors
+from dpct.storage._firings import fired
+from dpct.storage._retraction import producing_workflows
 from dpct.workflows import service as rms
 
 
@@ -24,6 +34,7 @@ def refire_keys(conn: Connection, retracted: Sequence[DatasetRow]) -> list[tuple
     """(descriptor, key) of the interval firings that ``retracted`` datasets stood for."""
     if not retracted:
         return []
+    withdrawn = producing_workflows(conn, (d.job_id for d in retracted if d.job_id is not None))
     out: list[tuple[str, str]] = []
     for row in active_descriptors(conn):
         trigger = rms.descriptor_of(row).trigger
@@ -36,5 +47,9 @@ def refire_keys(conn: Connection, retracted: Sequence[DatasetRow]) -> list[tuple
                 continue
             first = ds.spec.start_ns - ds.spec.start_ns % length
             keys.update(f"interval:{s}" for s in range(first, ds.spec.end_ns, length))
-        out.extend((row.name, key) for key in fired_keys(conn, row.name, keys))
+        out.extend(
+            (row.name, key)
+            for key, workflow_id, status in fired(conn, row.name, keys)
+            if status == WorkflowStatus.SUCCESS or workflow_id in withdrawn
+        )
     return out
