@@ -17,7 +17,7 @@ from tests.helpers import register
 
 from dpct.config import Settings
 from dpct.datamodel import DATA_TYPES, NS_PER_DAY, DataSpec, data_type
-from dpct.errors import BadInput, InvalidState, NotFound
+from dpct.errors import BadInput, Conflict, InvalidState, NotFound
 from dpct.events import service as event_service
 from dpct.pipelines.datamanagement import service
 from dpct.processing import run_inline
@@ -374,7 +374,14 @@ def test_dry_run_shows_the_plan_the_check_then_executes(
     assert _location_state(db) == before
     assert all(Path(loc).exists() for loc, _, _ in before.values())
 
-    report = service.check_closure(db, "AIM", start, end, now=clock())
+    # What was agreed to is what is done: a plan that changed since is refused.
+    service.ignore_run(db, run_ids[1], now=clock())
+    with pytest.raises(Conflict, match="changed since the preview"):
+        service.check_closure(db, "AIM", start, end, expect=plan, now=clock())
+    assert service.closure_checks(db) == [] and _location_state(db) == before
+    service.ignore_run(db, run_ids[1], ignored=False, now=clock())
+
+    report = service.check_closure(db, "AIM", start, end, expect=plan, now=clock())
     assert report.plan == plan  # the preview is the action
     assert report.closed_runs == plan.closing
     assert [d.id for d in report.deleted] == [d.id for d in plan.deleting]

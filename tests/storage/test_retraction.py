@@ -17,7 +17,7 @@ from tests.helpers import register
 
 from dpct.config import Settings
 from dpct.datamodel import NS_PER_DAY, DataSpec, data_type
-from dpct.errors import BadInput, NotFound
+from dpct.errors import BadInput, Conflict, NotFound
 from dpct.events import service as event_service
 from dpct.pipelines.datamanagement import CLEAN_WORKFLOW, service
 from dpct.pipelines.datamanagement._cleaning import remove_file
@@ -231,6 +231,21 @@ def test_dry_run_lists_exactly_what_the_retraction_then_does(
     assert (view.workflow.spec.start_ns, view.workflow.spec.end_ns) == plan.span
     lo, hi = plan.span
     assert all(lo <= d.spec.start_ns and d.spec.end_ns <= hi for d in plan.cleaning)
+
+
+def test_a_retraction_that_changed_since_its_preview_is_refused(
+    db: Database, settings: Settings, clock: FakeClock
+) -> None:
+    ids = _build(db, settings)
+    preview = service.retract(db, [ids["A"]], reason="", dry_run=True)
+    service.retract(db, [ids["D"]], reason="found first", clean=False, now=clock())
+    before = _rows(db)
+    with pytest.raises(Conflict, match="differs from the preview"):
+        service.retract(db, [ids["A"]], reason="bad", expect=preview.plan, now=clock())
+    assert _rows(db) == before and rms.workflows(db) == []
+    again = service.retract(db, [ids["A"]], reason="", dry_run=True)
+    done = service.retract(db, [ids["A"]], reason="bad", expect=again.plan, now=clock())
+    assert done.retracted == sorted(ids[n] for n in ("A", "B", "C"))
 
 
 REPORT_DAY = 8100

@@ -434,7 +434,7 @@ def closure_check(
             f"{len(plan.deleting)} intermediate datasets ({_size(plan.bytes)})",
             yes,
         )
-    report = service.check_closure(db, sw, start_ns, end_ns, force=force)
+    report = service.check_closure(db, sw, start_ns, end_ns, force=force, expect=preview.plan)
     assert report.check is not None
     failed = report.check.check_status != "OK"
     if as_json:
@@ -559,7 +559,7 @@ def retract(
             f"deletes {len(plan.cleaning)} files ({_size(plan.bytes)})",
             yes,
         )
-    result = service.retract(db, dataset_ids, reason=reason, clean=clean)
+    result = service.retract(db, dataset_ids, reason=reason, clean=clean, expect=preview.plan)
     wf = result.workflow_id
     if wait and wf is not None:
         if as_json:

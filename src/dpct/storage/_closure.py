@@ -31,7 +31,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from dpct.datamodel import DATA_TYPES
-from dpct.errors import UnknownDataType
+from dpct.errors import Conflict, UnknownDataType
 from dpct.storage._datasets import _dataset_row
 from dpct.storage._events import add_events
 from dpct.storage._firings import DATA_CURSOR, get_cursor
@@ -115,6 +115,10 @@ class ClosurePlan:
     @property
     def bytes(self) -> int:
         return sum(d.bytes for d in self.deleting)
+
+    def action(self) -> tuple[list[int], list[int]]:
+        """What executing the plan changes: the runs closed and the datasets deleted."""
+        return self.closing, [d.id for d in self.deleting]
 
     def by_type(self) -> dict[str, tuple[int, int]]:
         """Data type → (datasets, bytes) of what closing deletes."""
@@ -317,11 +321,21 @@ def check_closure(
     now: float,
     *,
     force: bool = False,
+    expect: ClosurePlan | None = None,
     intermediate: Callable[[str], bool] = is_intermediate,
 ) -> ClosureResult:
-    """Check ``[start_ns, end_ns)`` for ``sw``, store the check, and close it when OK."""
+    """Check ``[start_ns, end_ns)`` for ``sw``, store the check, and close it when OK.
+
+    With ``expect`` (the plan an operator was shown and agreed to), a plan that would
+    now close other runs or delete other datasets is refused, and nothing changes.
+    """
     refresh_run_status(conn, [r.id for r in runs_in_range(conn, sw, start_ns, end_ns)], now)
     plan = plan_closure(conn, sw, start_ns, end_ns, force=force, intermediate=intermediate)
+    if expect is not None and expect.action() != plan.action():
+        raise Conflict(
+            f"the runs or data of {sw} [{start_ns}, {end_ns}) changed since the preview; "
+            "nothing was closed or deleted: check again"
+        )
     problems = plan.problems
     ok = plan.ok
     check_id = int(

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from sqlalchemy.engine import Connection
 
 from dpct.datamodel import DataSpec
-from dpct.errors import BadInput, InvalidState, NotFound
+from dpct.errors import BadInput, Conflict, InvalidState, NotFound
 from dpct.pipelines.datamanagement._cleaning import Cleaned, clean_retracted, remove_file
 from dpct.pipelines.datamanagement._redelivery import refire_keys
 from dpct.pipelines.datamanagement._reports import report_files, set_reports_aside
@@ -308,6 +308,7 @@ def check_closure(
     *,
     force: bool = False,
     dry_run: bool = False,
+    expect: ClosurePlan | None = None,
     now: float | None = None,
 ) -> ClosureReport:
     """Run check closure over ``[start_ns, end_ns)``; when it passes, close the runs.
@@ -315,7 +316,8 @@ def check_closure(
     The check, its error view, the runs' closing and their intermediate datasets'
     DELETED state commit together; the files are removed after that commit. A dry run
     only computes the plan that the check would execute; ``force`` lets runs whose
-    period is not complete close (the check's note says so).
+    period is not complete close (the check's note says so). ``expect``: the plan that
+    was shown; the check is refused if it would now close or delete anything else.
     """
     name = _software(sw)
     _interval(start_ns, end_ns)
@@ -324,7 +326,9 @@ def check_closure(
             plan = plan_closure(conn, name, start_ns, end_ns, force=force)
         return ClosureReport(plan, None, [], [], [], 0, [])
     result: ClosureResult = db.run_write(
-        lambda conn: _check_closure(conn, name, start_ns, end_ns, _now(now), force=force)
+        lambda conn: _check_closure(
+            conn, name, start_ns, end_ns, _now(now), force=force, expect=expect
+        )
     )
     removals = [remove_file(d) for d in result.deleted]
     return ClosureReport(
@@ -389,6 +393,10 @@ class RetractionPlan:
     def bytes(self) -> int:
         return sum(d.bytes for d in self.cleaning)
 
+    def action(self) -> tuple[list[int], list[int]]:
+        """What executing the plan changes: datasets retracted, files deleted."""
+        return [d.id for d in self.datasets], [d.id for d in self.cleaning]
+
 
 @dataclass(frozen=True)
 class Retraction:
@@ -450,6 +458,7 @@ def retract(
     reason: str,
     clean: bool = True,
     dry_run: bool = False,
+    expect: RetractionPlan | None = None,
     now: float | None = None,
 ) -> Retraction:
     """Retract datasets and everything derived from them, then submit their cleaning.
@@ -460,7 +469,8 @@ def retract(
     data-trigger firings of the retracted intervals are released in it too, so a
     corrected redelivery starts the downstream workflows again; the retracted jobs'
     report files are set aside after the commit. A dry run computes the same plan and
-    changes nothing.
+    changes nothing; with ``expect`` (the plan that was shown) a retraction that would
+    now mark or delete anything else is refused.
     """
     ids = sorted(set(dataset_ids))
     if not ids:
@@ -474,6 +484,12 @@ def retract(
 
     def work(conn: Connection) -> Retraction:
         plan = _plan_retraction(conn, ids, clean)
+        if expect is not None and expect.action() != plan.action():
+            raise Conflict(
+                f"what retracting {_plural(ids, 'dataset')} would change differs from the "
+                "preview (another retraction, cleaning or new data); nothing was retracted: "
+                "look again with --dry-run"
+            )
         t = _now(now)
         why = reason.strip()
         retracted = mark_retracted(conn, ids, plan.datasets, set(plan.named), t, why)
