@@ -126,13 +126,6 @@ def mark_retracted(
     return sorted(marked)
 
 
-def retract(conn: Connection, dataset_ids: Iterable[int], now: float, reason: str) -> list[int]:
-    """Mark the datasets and all datasets derived from them RETRACTED; returns those marked."""
-    asked = sorted(set(dataset_ids))
-    targets, direct = retraction_targets(conn, asked)
-    return mark_retracted(conn, asked, targets, direct, now, reason)
-
-
 def job_log_paths(conn: Connection, job_ids: Iterable[int]) -> dict[int, str]:
     """The log file of each of these jobs that has one (report files are written beside it)."""
     out: dict[int, str] = {}
