@@ -17,7 +17,7 @@ from tests.helpers import register
 
 from dpct.config import Settings
 from dpct.datamodel import DATA_TYPES, NS_PER_DAY, DataSpec, data_type
-from dpct.errors import BadInput, InvalidState, NotFound
+from dpct.errors import BadInput, Conflict, InvalidState, NotFound
 from dpct.events import service as event_service
 from dpct.pipelines.datamanagement import service
 from dpct.processing import run_inline
@@ -322,3 +322,152 @@ def test_closure_waits_for_a_reprocessing_outside_any_run(
     assert [e.kind for e in service.closure_errors(db, report.check.id)] == ["ACTIVE"]
     run_inline(db, settings, clock)  # the reprocessing ends: nothing holds the day
     assert service.check_closure(db, "AIM", start, end, now=clock()).closed_runs == [1]
+
+
+# ---------------------------------------------------------------- dry run, completeness, reopen
+
+
+def _daily_with_scratch(db: Database, tmp_path: Path, name: str = "ClosureDaily", **extra):
+    register(
+        db,
+        tmp_path,
+        name,
+        [
+            {"name": "scratch", "task": "tests.closure_scratch", "partition": "6h"},
+            {
+                "name": "final",
+                "task": "tests.closure_final",
+                "partition": "day",
+                "depends_on": ["scratch"],
+            },
+        ],
+        data_type="tests_closure_scratch",
+        **extra,
+    )
+
+
+def test_dry_run_shows_the_plan_the_check_then_executes(
+    db: Database, settings: Settings, clock: FakeClock, tmp_path: Path
+) -> None:
+    _daily_with_scratch(db, tmp_path)
+    run_ids = []
+    for day in (DAY, DAY + 1):
+        spec = rms.day_spec("tests_closure_scratch", day)
+        wf = rms.submit(db, "ClosureDaily", spec, now=clock())
+        run_ids.append(
+            service.create_run(db, "AIM", spec.start_ns, spec.end_ns, workflow_ids=[wf]).id
+        )
+    run_inline(db, settings, clock)
+    scratch = storage_service.datasets(db, data_type="tests_closure_scratch", limit=100)
+    assert len(scratch) == 8
+    before = _location_state(db)
+    start, end = DAY * NS_PER_DAY, (DAY + 2) * NS_PER_DAY
+
+    preview = service.check_closure(db, "AIM", start, end, dry_run=True, now=clock())
+    plan = preview.plan
+    assert preview.check is None and plan.ok and plan.closing == run_ids
+    assert {d.id for d in plan.deleting} == {d.id for d in scratch}
+    assert plan.by_type() == {"tests_closure_scratch": (8, sum(d.bytes for d in scratch))}
+    assert plan.bytes == sum(d.bytes for d in scratch) > 0
+    # Nothing changed: no check stored, no run closed, every file and row as it was.
+    assert service.closure_checks(db) == [] and not any(r.closed for r in service.runs(db))
+    assert _location_state(db) == before
+    assert all(Path(loc).exists() for loc, _, _ in before.values())
+
+    # What was agreed to is what is done: a plan that changed since is refused.
+    service.ignore_run(db, run_ids[1], now=clock())
+    with pytest.raises(Conflict, match="changed since the preview"):
+        service.check_closure(db, "AIM", start, end, expect=plan, now=clock())
+    assert service.closure_checks(db) == [] and _location_state(db) == before
+    service.ignore_run(db, run_ids[1], ignored=False, now=clock())
+
+    report = service.check_closure(db, "AIM", start, end, expect=plan, now=clock())
+    assert report.plan == plan  # the preview is the action
+    assert report.closed_runs == plan.closing
+    assert [d.id for d in report.deleted] == [d.id for d in plan.deleting]
+    assert report.files_removed == 8
+
+    # A dry run of a failing check shows what blocks it, and stores nothing either.
+    blocked = service.check_closure(db, "AIM", start, end + NS_PER_DAY, dry_run=True)
+    assert [p.kind for p in blocked.plan.problems] == ["GAP"]
+    assert blocked.plan.closing == [] and blocked.plan.deleting == []
+    assert len(service.closure_checks(db)) == 1
+
+
+WEEK_DAY = 7 * 1001  # the first day of an aligned 7-day period
+
+
+def _three_days_of_a_week(
+    db: Database, settings: Settings, clock: FakeClock, tmp_path: Path
+) -> tuple[int, int, int]:
+    """A week run holding the daily workflows of its first three days only."""
+    _daily_with_scratch(db, tmp_path, "WeekDaily", run={"sw": "BAM", "period": "7d"})
+    for day in range(WEEK_DAY, WEEK_DAY + 3):
+        rms.submit(db, "WeekDaily", rms.day_spec("tests_closure_scratch", day), now=clock())
+    run_inline(db, settings, clock)
+    (run,) = service.runs(db, sw="BAM")
+    assert run.status == "SUCCESS" and len(run.workflow_ids) == 3
+    return run.id, WEEK_DAY * NS_PER_DAY, (WEEK_DAY + 7) * NS_PER_DAY
+
+
+def test_a_week_with_days_still_to_come_is_refused_unless_forced(
+    db: Database, settings: Settings, clock: FakeClock, tmp_path: Path
+) -> None:
+    run_id, start, end = _three_days_of_a_week(db, settings, clock, tmp_path)
+    missing = (start + 3 * NS_PER_DAY, end)
+
+    report = service.check_closure(db, "BAM", start, end, now=clock())
+    assert (report.check.check_status, report.check.delete_status) == ("ERROR", "SKIPPED")
+    view = [(e.kind, e.obmt_start_ns, e.obmt_end_ns, e.run_ids) for e in report.errors]
+    assert view == [("INCOMPLETE", *missing, (run_id,))]
+    assert report.check.note.startswith("1 incomplete; nothing deleted")
+    assert not service.run(db, run_id).closed
+    scratch = storage_service.datasets(db, data_type="tests_closure_scratch", limit=100)
+    assert len(scratch) == 12 and {d.state for d in scratch} == {"AVAILABLE"}
+    # A range that only holds the three days does not help: closing closes whole runs.
+    part = service.check_closure(db, "BAM", start, start + 3 * NS_PER_DAY, now=clock())
+    assert [e.kind for e in part.errors] == ["INCOMPLETE"] and part.closed_runs == []
+
+    forced = service.check_closure(db, "BAM", start, end, force=True, now=clock())
+    assert forced.check.check_status == "OK" and forced.closed_runs == [run_id]
+    assert forced.plan.forced and not forced.errors
+    assert f"forced: closed incomplete runs {run_id}" in forced.check.note
+    assert f"[{missing[0]}, {missing[1]})" in forced.check.note
+    assert {d.id for d in forced.deleted} == {d.id for d in scratch}
+    assert service.run(db, run_id).closed
+
+
+def test_a_wrong_closure_is_undone_by_reopening_and_later_days_join_the_run(
+    db: Database, settings: Settings, clock: FakeClock, tmp_path: Path
+) -> None:
+    run_id, start, end = _three_days_of_a_week(db, settings, clock, tmp_path)
+    closed = service.check_closure(db, "BAM", start, end, force=True, now=clock())
+    lost = sorted(d.id for d in closed.deleted)
+    assert len(lost) == 12
+    with pytest.raises(InvalidState, match=f"dpct run reopen {run_id}"):
+        service.ignore_run(db, run_id)
+
+    with pytest.raises(BadInput, match="give the reason"):
+        service.reopen_run(db, run_id, reason=" ")
+    with pytest.raises(NotFound, match="run 99 does not exist"):
+        service.reopen_run(db, 99, reason="x")
+    clock.advance(10)
+    reopened = service.reopen_run(db, run_id, reason="closed too early", now=clock())
+    assert not reopened.run.closed and reopened.run.status == "SUCCESS"
+    assert sorted(d.id for d in reopened.lost) == lost
+    assert {d.state for d in reopened.lost} == {"DELETED"}
+    assert reopened.run.note.startswith("reopened: closed too early; 12 intermediate datasets")
+    (event,) = event_service.events(db, kind="run.reopened")
+    assert event.object_id == str(run_id) and event.message == reopened.run.note
+    with pytest.raises(InvalidState, match=f"run {run_id} is not closed"):
+        service.reopen_run(db, run_id, reason="again")
+
+    # The rest of the week joins the reopened run instead of defining an overlapping one.
+    for day in range(WEEK_DAY + 3, WEEK_DAY + 7):
+        rms.submit(db, "WeekDaily", rms.day_spec("tests_closure_scratch", day), now=clock())
+    run_inline(db, settings, clock)
+    (run,) = service.runs(db, sw="BAM")
+    assert run.id == run_id and len(run.workflow_ids) == 7 and run.status == "SUCCESS"
+    report = service.check_closure(db, "BAM", start, end, now=clock())
+    assert report.check.check_status == "OK" and report.closed_runs == [run_id]
+    assert len(report.deleted) == 4 * 4 and not report.plan.forced

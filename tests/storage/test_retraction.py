@@ -6,16 +6,18 @@ The expected sets come from the test's own graph, walked here, not from the data
 from __future__ import annotations
 
 import dataclasses
+import logging
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pytest
 import sqlalchemy as sa
+from tests.helpers import register
 
 from dpct.config import Settings
-from dpct.datamodel import NS_PER_DAY, DataSpec
-from dpct.errors import BadInput, NotFound
+from dpct.datamodel import NS_PER_DAY, DataSpec, data_type
+from dpct.errors import BadInput, Conflict, NotFound
 from dpct.events import service as event_service
 from dpct.pipelines.datamanagement import CLEAN_WORKFLOW, service
 from dpct.pipelines.datamanagement._cleaning import remove_file
@@ -31,7 +33,9 @@ from dpct.storage import (
 )
 from dpct.storage import service as storage_service
 from dpct.storage._schema import datasets as datasets_table
+from dpct.tasks import PermanentTaskError, beside_job_log, task
 from dpct.testing import FakeClock
+from dpct.workflows import fire_data_triggers
 from dpct.workflows import service as rms
 
 DAY = 8000
@@ -194,3 +198,243 @@ def test_a_file_that_cannot_be_removed_is_reported_not_raised(tmp_path: Path) ->
     assert not result.file_removed and result.error and folder.exists()
     gone = remove_file(dataclasses.replace(row, location=str(tmp_path / "gone.parquet")))
     assert not gone.file_removed and not gone.error
+
+
+# ---------------------------------------------------------------- preview, reports, redelivery
+
+
+def test_dry_run_lists_exactly_what_the_retraction_then_does(
+    db: Database, settings: Settings, clock: FakeClock
+) -> None:
+    ids = _build(db, settings)
+    expected = {ids[n] for n in _derived(("B",))}
+    # An earlier retraction not cleaned yet: its file is in the span, so it goes too.
+    service.retract(db, [ids["U"]], reason="old", clean=False, now=clock())
+    before = _rows(db)
+
+    preview = service.retract(db, [ids["B"], ids["U"]], reason="", dry_run=True)
+    plan = preview.plan
+    assert preview.retracted == [] and preview.workflow_id is None
+    assert [d.id for d in plan.datasets] == sorted(expected)
+    assert plan.named == [ids["B"]]
+    assert [(d.spec.data_type, d.state) for d in plan.datasets] == [
+        ("testing_counts", "AVAILABLE")
+    ] * len(expected)
+    assert [d.id for d in plan.cleaning] == sorted(expected | {ids["U"]})
+    assert plan.bytes == sum(d.bytes for d in plan.cleaning) > 0
+    assert _rows(db) == before and len(rms.workflows(db)) == 0  # nothing changed
+
+    result = service.retract(db, [ids["B"], ids["U"]], reason="bad", now=clock())
+    assert result.plan == plan  # the preview is the action
+    assert result.retracted == [d.id for d in plan.datasets]
+    view = rms.workflow(db, result.workflow_id)
+    assert (view.workflow.spec.start_ns, view.workflow.spec.end_ns) == plan.span
+    lo, hi = plan.span
+    assert all(lo <= d.spec.start_ns and d.spec.end_ns <= hi for d in plan.cleaning)
+
+
+def test_a_retraction_that_changed_since_its_preview_is_refused(
+    db: Database, settings: Settings, clock: FakeClock
+) -> None:
+    ids = _build(db, settings)
+    preview = service.retract(db, [ids["A"]], reason="", dry_run=True)
+    service.retract(db, [ids["D"]], reason="found first", clean=False, now=clock())
+    before = _rows(db)
+    with pytest.raises(Conflict, match="differs from the preview"):
+        service.retract(db, [ids["A"]], reason="bad", expect=preview.plan, now=clock())
+    assert _rows(db) == before and rms.workflows(db) == []
+    again = service.retract(db, [ids["A"]], reason="", dry_run=True)
+    done = service.retract(db, [ids["A"]], reason="bad", expect=again.plan, now=clock())
+    assert done.retracted == sorted(ids[n] for n in ("A", "B", "C"))
+
+
+REPORT_DAY = 8100
+
+data_type(
+    "tests_retraction_report",
+    1,
+    [("samples", "int64", "", "rows seen")],
+    description="A daily product whose job also writes a plot and a page",
+)
+
+
+@task("tests.retraction_report", outputs={"report": "tests_retraction_report"})
+def report_task(spec: DataSpec, log: logging.Logger, scratch: Path) -> pa.Table:
+    """Writes a PNG and an HTML page beside its log, as the GSR/BAM/AIM reports do."""
+    figure = beside_job_log(log, scratch, "tests_report.png")
+    figure.write_bytes(b"\x89PNG " + spec.text.encode())
+    page = beside_job_log(log, scratch, "tests_report.html")
+    page.write_text(f"<img src='{figure.name}'>")
+    return pa.table({"samples": [1]})
+
+
+def test_retraction_sets_the_retracted_jobs_report_files_aside(
+    db: Database, settings: Settings, clock: FakeClock, tmp_path: Path
+) -> None:
+    register(db, tmp_path, "Reports", [{"name": "r", "task": "tests.retraction_report"}])
+    for day in (REPORT_DAY, REPORT_DAY + 1):
+        rms.submit(db, "Reports", rms.day_spec("testing_counts", day), now=clock())
+    run_inline(db, settings, clock)
+    products = storage_service.datasets(db, data_type="tests_retraction_report")
+    assert len(products) == 2
+    files: dict[int, list[Path]] = {}  # dataset → its job's report files, from the job log
+    for product in products:
+        log = Path(rms.job(db, product.job_id)[0].log_path)
+        assert log.exists()
+        files[product.id] = [
+            log.with_suffix(".tests_report.html"),
+            log.with_suffix(".tests_report.png"),
+        ]
+        assert all(f.exists() for f in files[product.id])
+    bad, good = sorted(files)
+
+    preview = service.retract(db, [bad], reason="", dry_run=True)
+    job = next(p.job_id for p in products if p.id == bad)
+    assert preview.plan.report_files == [(job, str(f)) for f in files[bad]]
+    assert all(f.exists() for f in files[bad])  # a dry run moves nothing
+
+    result = service.retract(db, [bad], reason="wrong dark frame", clean=False, now=clock())
+    assert result.retracted == [bad]
+    for f in files[bad]:
+        aside = f.parent / "retracted" / f.name
+        assert not f.exists() and aside.exists() and str(aside) in result.reports_moved
+    page, figure = (f.parent / "retracted" / f.name for f in files[bad])
+    assert f"src='{figure.name}'" in page.read_text()  # the page still finds its figure
+    assert all(f.exists() for f in files[good])  # the other day's reports stay
+    logs = [Path(rms.job(db, p.job_id)[0].log_path) for p in products]
+    assert all(log.exists() for log in logs)  # logs are not reports
+    events = event_service.events(db, kind="report.retracted", limit=10)
+    assert sorted(e.message.split(" ")[0] for e in events) == sorted(map(str, files[bad]))
+    assert {e.object_id for e in events} == {str(job)}
+
+
+RAW = data_type(
+    "tests_redelivery_raw",
+    1,
+    [("obmt_ns", "int64", "ns", "sample time"), ("value", "float64", "", "a value")],
+    time_column="obmt_ns",
+    description="A delivered input, as the MOC sends it",
+)
+DAILY = data_type(
+    "tests_redelivery_daily",
+    1,
+    [("total", "float64", "", "sum of the day's values")],
+    description="A daily product made from the delivered input",
+)
+
+
+@task(
+    "tests.redelivery_daily",
+    inputs={"raw": "tests_redelivery_raw"},
+    outputs={"daily": "tests_redelivery_daily"},
+)
+def redelivery_daily(raw: pa.Table) -> pa.Table:
+    """The day's total; a negative value is a corrupt delivery, refused for good."""
+    values = raw.column("value").to_pylist()
+    if min(values) < 0:
+        raise PermanentTaskError(f"corrupt input: value {min(values)}")
+    return pa.table({"total": [float(sum(values))]})
+
+
+REDELIVERY_DAY = 8200
+
+
+def _deliver(db: Database, settings: Settings, value: float, name: str) -> int:
+    """A delivered file over the whole day, registered as a transfer would."""
+    spec = DataSpec.day("tests_redelivery_raw", REDELIVERY_DAY)
+    table = pa.table({"obmt_ns": [spec.start_ns], "value": [value]})
+    file = store_at(settings.store_root).write(table, spec, name)
+    with db.write() as conn:
+        dataset_id, _ = register_dataset(conn, file, now=1.0, software_version="moc")
+    return dataset_id
+
+
+def _daily_and_summary(db: Database, tmp_path: Path) -> None:
+    register(
+        db,
+        tmp_path,
+        "Daily",
+        [{"name": "d", "task": "tests.redelivery_daily", "partition": "day"}],
+        data_type="tests_redelivery_raw",
+        trigger={"kind": "data", "data_type": "tests_redelivery_raw", "mode": "interval"},
+    )
+    register(
+        db,
+        tmp_path,
+        "Summary",
+        [{"name": "s", "task": "testing.noop"}],
+        data_type="tests_redelivery_daily",
+        trigger={"kind": "data", "data_type": "tests_redelivery_daily", "mode": "interval"},
+    )
+
+
+def test_a_corrected_redelivery_starts_the_retracted_downstream_workflows_again(
+    db: Database, settings: Settings, clock: FakeClock, tmp_path: Path
+) -> None:
+    """Data triggers fire once per interval; a retraction uncovers the interval, so the
+    corrected delivery fires the daily workflow again, and its product the next one."""
+    _daily_and_summary(db, tmp_path)
+    wrong = _deliver(db, settings, 1.0, "wrong")
+    run_inline(db, settings, clock)
+    first = {v.workflow.name: v.workflow.id for v in rms.workflows(db)}
+    assert sorted(first) == ["Daily", "Summary"]
+    (product,) = storage_service.datasets(db, data_type="tests_redelivery_daily")
+    day = DataSpec.day("tests_redelivery_raw", REDELIVERY_DAY)
+
+    preview = service.retract(db, [wrong], reason="", dry_run=True)
+    assert preview.plan.refire == [
+        ("Daily", f"interval:{day.start_ns}"),
+        ("Summary", f"interval:{day.start_ns}"),
+    ]
+    result = service.retract(db, [wrong], reason="bad gains", clean=False, now=clock())
+    assert result.retracted == sorted([wrong, product.id])
+    released = event_service.events(db, kind="trigger.released", limit=10)
+    assert sorted(e.object_id for e in released) == ["Daily", "Summary"]
+    fire_data_triggers(db, clock())
+    assert len(rms.workflows(db)) == 2  # nothing to fire on until the data come again
+
+    corrected = _deliver(db, settings, 5.0, "corrected")
+    run_inline(db, settings, clock)
+    views = [v.workflow for v in rms.workflows(db)]
+    again = {w.name: w for w in views if w.id not in first.values()}
+    assert sorted(again) == ["Daily", "Summary"]
+    for name, wf in again.items():
+        assert wf.status == "SUCCESS"
+        assert (wf.spec.start_ns, wf.spec.end_ns) == (day.start_ns, day.end_ns), name
+    (new_product,) = [
+        d
+        for d in storage_service.datasets(db, data_type="tests_redelivery_daily")
+        if d.state == "AVAILABLE"
+    ]
+    assert read_product(new_product.location, "tests_redelivery_daily").column(
+        "total"
+    ).to_pylist() == [5.0]
+    with db.read() as conn:
+        assert [d.id for d in find_datasets(conn, day)] == [corrected]
+
+    # Without a retraction a day still fires at most once.
+    _deliver(db, settings, 7.0, "extra")
+    run_inline(db, settings, clock)
+    assert len(rms.workflows(db)) == 4
+
+
+def test_a_workflow_that_failed_on_the_retracted_delivery_is_resumed_not_doubled(
+    db: Database, settings: Settings, clock: FakeClock, tmp_path: Path
+) -> None:
+    """Its firing stays: resuming it redoes the failed job on the corrected delivery."""
+    _daily_and_summary(db, tmp_path)
+    corrupt = _deliver(db, settings, -1.0, "corrupt")
+    run_inline(db, settings, clock)
+    (daily,) = [v.workflow for v in rms.workflows(db)]
+    assert (daily.name, daily.status) == ("Daily", "FAILED")
+
+    result = service.retract(db, [corrupt], reason="corrupt", clean=False, now=clock())
+    assert result.retracted == [corrupt] and result.plan.refire == []
+    _deliver(db, settings, 3.0, "corrected")
+    run_inline(db, settings, clock)
+    assert [v.workflow.id for v in rms.workflows(db)] == [daily.id]  # no second Daily
+    rms.resume(db, daily.id, now=clock())
+    run_inline(db, settings, clock)
+    views = {v.workflow.name: v.workflow for v in rms.workflows(db)}
+    assert views["Daily"].id == daily.id and views["Daily"].status == "SUCCESS"
+    assert views["Summary"].status == "SUCCESS" and len(views) == 2

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import sys
 import time
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -14,7 +15,8 @@ from dpct.cli._render import console, emit_json, status, table, when
 from dpct.datamodel import NS_PER_DAY, parse_duration_ns
 from dpct.errors import BadInput, DpctError
 from dpct.pipelines.datamanagement import service
-from dpct.storage import Database
+from dpct.storage import Database, DatasetRow
+from dpct.storage._closure import Problem
 from dpct.storage._records import RunCheckErrorRow, RunCheckRow, RunRow
 from dpct.workflows import service as rms
 
@@ -30,6 +32,39 @@ HowMany = Annotated[
 ]
 Start = Annotated[str | None, typer.Option(help="OBMT start: ns, or e.g. '4774d'.")]
 End = Annotated[str | None, typer.Option(help="OBMT end, exclusive: ns, or e.g. '4775d'.")]
+DryRun = Annotated[
+    bool, typer.Option("--dry-run", help="Show what would change, and change nothing.")
+]
+Yes = Annotated[bool, typer.Option("--yes", "-y", help="Do it without asking.")]
+
+
+def confirm(action: str, yes: bool) -> None:
+    """Ask before an action that destroys data, unless ``--yes``; refuse when nobody can answer.
+
+    Without a terminal on stdin (cron, CI, a pipe) there is nobody to ask: waiting for
+    an answer would hang, and taking silence for yes would destroy data unasked.
+    """
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise BadInput(
+            f"{action}: stdin is not a terminal, so nothing was asked and nothing changed; "
+            "pass --yes to go ahead, or --dry-run to see the plan"
+        )
+    if not typer.confirm(f"{action}. Go ahead?", default=False):
+        console.print("nothing changed")
+        raise typer.Exit(1)
+
+
+def _size(n: int) -> str:
+    if n < 1024:
+        return f"{n} B"
+    value, unit = n / 1024, "KiB"
+    for bigger in ("MiB", "GiB"):
+        if value < 1024:
+            break
+        value, unit = value / 1024, bigger
+    return f"{value:.1f} {unit}"
 
 
 def _range(day: int | None, days: int, start: str | None, end: str | None) -> tuple[int, int]:
@@ -234,6 +269,28 @@ def run_ignore(
     console.print(f"run {run_id} {'ignored' if row.ignored else 'no longer ignored'}")
 
 
+@run_app.command("reopen")
+def run_reopen(
+    run_id: int,
+    reason: Annotated[str, typer.Option(help="Why; kept in the run's note and the event log.")],
+    as_json: Json = False,
+) -> None:
+    """Reopen a closed run (the way out of a wrong closure): later work joins it again.
+
+    What closure deleted stays deleted; the command lists it.
+    """
+    result = service.reopen_run(database(), run_id, reason=reason)
+    if as_json:
+        emit_json(result)
+        return
+    console.print(f"run {run_id} reopened, {result.run.status}")
+    if result.lost:
+        console.print(
+            f"{len(result.lost)} intermediate datasets deleted by closure cannot be recovered:"
+        )
+        _dataset_table("Lost to closure", result.lost)
+
+
 def _check_table(title: str, rows: list[RunCheckRow]) -> None:
     table(
         title,
@@ -282,6 +339,61 @@ def _error_table(check_id: int, rows: list[RunCheckErrorRow]) -> None:
     )
 
 
+def _dataset_table(title: str, rows: list[DatasetRow]) -> None:
+    table(
+        title,
+        ["ID", "TYPE", "DATASPEC", "STATE", "BYTES", "LOCATION"],
+        ((d.id, d.spec.data_type, d.spec.text, status(d.state), d.bytes, d.location) for d in rows),
+    )
+
+
+def _problem_table(rows: list[Problem]) -> None:
+    table(
+        "Would block closure",
+        ["KIND", "START", "END", "DURATION_S", "RUNIDS"],
+        (
+            (
+                p.kind,
+                p.start_ns,
+                p.end_ns,
+                f"{(p.end_ns - p.start_ns) / 1e9:g}",
+                ",".join(map(str, p.run_ids)),
+            )
+            for p in rows
+        ),
+    )
+
+
+def _plan_json(plan: service.ClosurePlan) -> dict[str, Any]:
+    return {
+        "ok": plan.ok,
+        "closing": plan.closing,
+        "bytes": plan.bytes,
+        "by_type": {t: {"datasets": n, "bytes": b} for t, (n, b) in plan.by_type().items()},
+    }
+
+
+def _show_closure_plan(plan: service.ClosurePlan) -> None:
+    _run_table("Runs in the range", plan.runs)
+    if plan.problems:
+        _problem_table(plan.problems)
+        console.print("the check would fail: nothing would be closed or deleted")
+        return
+    if plan.forced:
+        runs = sorted({i for p in plan.forced for i in p.run_ids})
+        console.print(f"--force: incomplete runs {', '.join(map(str, runs))} would close too")
+    table(
+        "Would be deleted",
+        ["TYPE", "DATASETS", "BYTES"],
+        [(t, n, _size(b)) for t, (n, b) in plan.by_type().items()]
+        + [("total", len(plan.deleting), _size(plan.bytes))],
+    )
+    console.print(
+        f"would close runs {', '.join(map(str, plan.closing)) or '(none)'} and delete "
+        f"{len(plan.deleting)} intermediate datasets ({_size(plan.bytes)})"
+    )
+
+
 @closure_app.command("check")
 def closure_check(
     sw: Sw,
@@ -289,15 +401,43 @@ def closure_check(
     days: Days = 1,
     start: Start = None,
     end: End = None,
+    dry_run: DryRun = False,
+    yes: Yes = False,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force", help="Close runs whose period is not complete (INCOMPLETE) anyway."
+        ),
+    ] = False,
     as_json: Json = False,
 ) -> None:
     """Check that the runs of a pipeline tile a range; if so, close them.
 
-    Closing deletes the runs' intermediate data. Exits with 1 when the check finds
+    Closing deletes the runs' intermediate data: it asks first (--yes does not ask,
+    --dry-run shows the plan and changes nothing). Exits with 1 when the check finds
     errors (listed in its error view), so scripts can tell.
     """
     start_ns, end_ns = _range(day, days, start, end)
-    report = service.check_closure(database(), sw, start_ns, end_ns)
+    db = database()
+    preview = service.check_closure(db, sw, start_ns, end_ns, force=force, dry_run=True)
+    if dry_run:
+        if as_json:
+            emit_json({"plan": preview.plan, "summary": _plan_json(preview.plan)})
+        else:
+            _show_closure_plan(preview.plan)
+        if not preview.plan.ok:
+            raise typer.Exit(1)
+        return
+    if preview.plan.ok:
+        plan = preview.plan
+        confirm(
+            f"closing {sw.upper()} {_days(start_ns, end_ns) or f'[{start_ns}, {end_ns})'} "
+            f"closes runs {', '.join(map(str, plan.closing))} and deletes "
+            f"{len(plan.deleting)} intermediate datasets ({_size(plan.bytes)})",
+            yes,
+        )
+    report = service.check_closure(db, sw, start_ns, end_ns, force=force, expect=preview.plan)
+    assert report.check is not None
     failed = report.check.check_status != "OK"
     if as_json:
         emit_json(report)
@@ -352,22 +492,76 @@ def _wait_quietly(db: Database, workflow_id: int, timeout: float = 3600.0) -> No
         time.sleep(0.3)
 
 
+def _show_retraction_plan(plan: service.RetractionPlan) -> None:
+    named = set(plan.named)
+    table(
+        "Would be retracted",
+        ["ID", "HOW", "TYPE", "DATASPEC", "BYTES"],
+        (
+            (d.id, "named" if d.id in named else "derived", d.spec.data_type, d.spec.text, d.bytes)
+            for d in plan.datasets
+        ),
+    )
+    if plan.cleaning:
+        table(
+            "Files the cleaning workflow would delete",
+            ["ID", "TYPE", "BYTES", "LOCATION"],
+            ((d.id, d.spec.data_type, d.bytes, d.location) for d in plan.cleaning),
+        )
+    if plan.report_files:
+        table(
+            "Report files set aside in retracted/",
+            ["JOB", "FILE"],
+            plan.report_files,
+        )
+    if plan.refire:
+        table(
+            "Triggers that fire again on a corrected delivery",
+            ["DESCRIPTOR", "KEY"],
+            plan.refire,
+        )
+    console.print(
+        f"would retract {len(plan.datasets)} datasets and delete {len(plan.cleaning)} files "
+        f"({_size(plan.bytes)})"
+    )
+
+
 def retract(
     dataset_ids: Annotated[list[int], typer.Argument(help="Datasets to retract.")],
-    reason: Annotated[str, typer.Option(help="Why; kept in the event log.")],
+    reason: Annotated[str, typer.Option(help="Why; kept in the event log.")] = "",
     clean: Annotated[
         bool, typer.Option("--clean/--no-clean", help="Submit the cleaning workflow.")
     ] = True,
     wait: Annotated[bool, typer.Option("--wait", help="Wait for the cleaning to end.")] = False,
+    dry_run: DryRun = False,
+    yes: Yes = False,
     as_json: Json = False,
 ) -> None:
     """Retract datasets and every dataset derived from them; their files are then deleted.
 
     Retracted datasets are no longer inputs from now on. The cleaning workflow
     (DataRetractionTraceExtractCleanAutWorkflow) deletes their files when a node runs it.
+    It asks first (--yes does not ask; --dry-run lists what would change).
     """
     db = database()
-    result = service.retract(db, dataset_ids, reason=reason, clean=clean)
+    preview = service.retract(db, dataset_ids, reason=reason, clean=clean, dry_run=True)
+    if dry_run:
+        if as_json:
+            emit_json({"plan": preview.plan, "bytes": preview.plan.bytes})
+        else:
+            _show_retraction_plan(preview.plan)
+        return
+    if not reason.strip():
+        raise BadInput("give the reason for the retraction (--reason); the event log keeps it")
+    if preview.plan.datasets:
+        plan = preview.plan
+        confirm(
+            f"retracting {len(plan.datasets)} datasets "
+            f"({len(plan.named)} named, {len(plan.datasets) - len(plan.named)} derived) "
+            f"deletes {len(plan.cleaning)} files ({_size(plan.bytes)})",
+            yes,
+        )
+    result = service.retract(db, dataset_ids, reason=reason, clean=clean, expect=preview.plan)
     wf = result.workflow_id
     if wait and wf is not None:
         if as_json:
@@ -381,5 +575,10 @@ def retract(
         f"{len(result.retracted)} datasets retracted: "
         f"{', '.join(map(str, result.retracted)) or 'none (already retracted or deleted)'}"
     )
+    if result.reports_moved:
+        console.print(f"{len(result.reports_moved)} report files set aside in retracted/")
+    if result.plan.refire:
+        names = sorted({name for name, _ in result.plan.refire})
+        console.print(f"a corrected delivery starts {', '.join(names)} again")
     if wf is not None:
         console.print(f"cleaning workflow {wf} submitted (see `dpct workflow show {wf}`)")

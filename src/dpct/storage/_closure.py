@@ -6,6 +6,16 @@ ignored) cover it once and for all: no part uncovered (a GAP), no part covered t
 (an OVERLAP, two solutions for the same data), and every run ended in SUCCESS (an
 UNFINISHED run may still need its intermediate data, to resume failed jobs).
 
+A run must also be complete: every part of its own period covered by one of its
+workflows (INCOMPLETE otherwise: a week run holding three daily workflows has four days
+still to come, and closing it now would make those days a second, overlapping run). An
+operator who knows better passes ``force``, which lets INCOMPLETE runs close and says so
+in the check's note; every other problem still blocks.
+
+What a check would do is computed first, as a :class:`ClosurePlan`, by a read-only
+function; ``dpct closure check --dry-run`` shows that plan and the real check executes
+the very same plan in its transaction, so the preview is the action.
+
 Closing deletes the runs' intermediate data in two phases: the rows are marked DELETED
 in the check's transaction, and the caller removes the files after the commit. A crash
 in between leaves an orphan file, never a row that points at nothing.
@@ -13,6 +23,7 @@ in between leaves an orphan file, never a row that points at nothing.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -20,7 +31,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from dpct.datamodel import DATA_TYPES
-from dpct.errors import UnknownDataType
+from dpct.errors import Conflict, UnknownDataType
 from dpct.storage._datasets import _dataset_row
 from dpct.storage._events import add_events
 from dpct.storage._firings import DATA_CURSOR, get_cursor
@@ -34,7 +45,13 @@ from dpct.storage._records import (
     WorkflowStatus,
 )
 from dpct.storage._retention import mark_deleted
-from dpct.storage._runs import mark_runs_closed, refresh_run_status, runs_in_range
+from dpct.storage._runs import (
+    derive_run_status,
+    mark_runs_closed,
+    refresh_run_status,
+    run_workflows,
+    runs_in_range,
+)
 from dpct.storage._schema import datasets, jobs, run_check_errors, run_checks, workflows
 
 GAP = "GAP"
@@ -46,6 +63,9 @@ finished may be about to start its next workflow, which needs its intermediate d
 ACTIVE = "ACTIVE"
 """A workflow outside any run (a reprocessing) still working on the range: it may read
 the intermediate data closure would delete."""
+INCOMPLETE = "INCOMPLETE"
+"""A part of a run's period that none of its workflows covers: data still to come."""
+KINDS = (GAP, OVERLAP, UNFINISHED, PENDING, ACTIVE, INCOMPLETE)
 
 CHECK_OK = "OK"
 CHECK_ERROR = "ERROR"
@@ -68,12 +88,56 @@ class Problem:
 
 
 @dataclass(frozen=True, slots=True)
+class ClosurePlan:
+    """What checking ``[start_ns, end_ns)`` would find and do, before anything changes."""
+
+    sw: str
+    start_ns: int
+    end_ns: int
+    runs: list[RunRow]
+    """The runs in the range, not ignored, with the status their workflows imply."""
+    problems: list[Problem]
+    """What blocks closure; empty when the runs may close."""
+    forced: list[Problem]
+    """INCOMPLETE runs that ``force`` lets close anyway (recorded in the check's note)."""
+    deleting: list[DatasetRow]
+    """Intermediate datasets closing deletes: empty when a problem blocks closure."""
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    @property
+    def closing(self) -> list[int]:
+        """The runs closing closes: all of them, or none."""
+        return [r.id for r in self.runs] if self.ok else []
+
+    @property
+    def bytes(self) -> int:
+        return sum(d.bytes for d in self.deleting)
+
+    def action(self) -> tuple[list[int], list[int]]:
+        """What executing the plan changes: the runs closed and the datasets deleted."""
+        return self.closing, [d.id for d in self.deleting]
+
+    def by_type(self) -> dict[str, tuple[int, int]]:
+        """Data type → (datasets, bytes) of what closing deletes."""
+        out: dict[str, tuple[int, int]] = {}
+        for d in self.deleting:
+            n, size = out.get(d.spec.data_type, (0, 0))
+            out[d.spec.data_type] = (n + 1, size + d.bytes)
+        return dict(sorted(out.items()))
+
+
+@dataclass(frozen=True, slots=True)
 class ClosureResult:
     check: RunCheckRow
     errors: list[RunCheckErrorRow]
     closed_runs: list[int]
     deleted: list[DatasetRow]
     """Datasets marked DELETED; their files are the caller's to remove after the commit."""
+    plan: ClosurePlan
+    """The plan the check executed (what ``--dry-run`` shows)."""
 
 
 def find_problems(runs: Sequence[RunRow], start_ns: int, end_ns: int) -> list[Problem]:
@@ -111,6 +175,50 @@ def find_problems(runs: Sequence[RunRow], start_ns: int, end_ns: int) -> list[Pr
     return problems
 
 
+def uncovered(
+    start_ns: int, end_ns: int, spans: Sequence[tuple[int, int]]
+) -> list[tuple[int, int]]:
+    """The parts of ``[start_ns, end_ns)`` that none of ``spans`` covers."""
+    out: list[tuple[int, int]] = []
+    cursor = start_ns
+    for lo, hi in sorted(spans):
+        if lo > cursor and cursor < end_ns:
+            out.append((cursor, min(lo, end_ns)))
+        cursor = max(cursor, hi)
+    if cursor < end_ns:
+        out.append((cursor, end_ns))
+    return out
+
+
+def incomplete_runs(
+    runs: Sequence[RunRow], coverage: dict[int, list[tuple[int, int]]]
+) -> list[Problem]:
+    """The parts of each run's period that none of its workflows covers.
+
+    A run without workflows (work done outside dpct, its status set by hand) is taken as
+    its operator declared it. The parts are the run's own, not clipped to the checked
+    range: closing closes whole runs.
+    """
+    return [
+        Problem(INCOMPLETE, lo, hi, (run.id,))
+        for run in runs
+        if coverage.get(run.id)
+        for lo, hi in uncovered(run.obmt_start_ns, run.obmt_end_ns, coverage[run.id])
+    ]
+
+
+def workflow_coverage(conn: Connection, run_ids: Sequence[int]) -> dict[int, list[tuple[int, int]]]:
+    """The OBMT intervals of each run's workflows."""
+    out: dict[int, list[tuple[int, int]]] = {}
+    if not run_ids:
+        return out
+    w = workflows.c
+    query = sa.select(w.run_id, w.obmt_start_ns, w.obmt_end_ns).where(w.run_id.in_(list(run_ids)))
+    for run_id, lo, hi in conn.execute(query):
+        out.setdefault(int(run_id), []).append((int(lo), int(hi)))
+    return out
+
+
 def is_intermediate(data_type: str) -> bool:
     """Whether closure may delete a type's datasets; a type this process does not know is kept."""
     try:
@@ -120,9 +228,14 @@ def is_intermediate(data_type: str) -> bool:
 
 
 def intermediate_datasets(
-    conn: Connection, run_ids: Sequence[int], intermediate: Callable[[str], bool]
+    conn: Connection,
+    run_ids: Sequence[int],
+    intermediate: Callable[[str], bool],
+    *,
+    deleted: bool = False,
 ) -> list[DatasetRow]:
-    """Datasets not yet deleted that the runs' jobs produced, of intermediate types."""
+    """Datasets not yet deleted that the runs' jobs produced, of intermediate types
+    (with ``deleted``, the DELETED ones too: what a reopened run has lost)."""
     if not run_ids:
         return []
     d = datasets.c
@@ -130,8 +243,10 @@ def intermediate_datasets(
         sa.select(datasets)
         .join(jobs, jobs.c.id == d.job_id)
         .join(workflows, workflows.c.id == jobs.c.workflow_id)
-        .where(workflows.c.run_id.in_(list(run_ids)), d.state != DatasetState.DELETED)
+        .where(workflows.c.run_id.in_(list(run_ids)))
     )
+    if not deleted:
+        produced = produced.where(d.state != DatasetState.DELETED)
     kinds = conn.execute(sa.select(produced.subquery().c.data_type).distinct()).scalars()
     wanted = sorted(t for t in kinds if intermediate(t))
     if not wanted:
@@ -140,19 +255,26 @@ def intermediate_datasets(
     return [_dataset_row(r) for r in conn.execute(query)]
 
 
-def check_closure(
+def plan_closure(
     conn: Connection,
     sw: str,
     start_ns: int,
     end_ns: int,
-    now: float,
     *,
+    force: bool = False,
     intermediate: Callable[[str], bool] = is_intermediate,
-) -> ClosureResult:
-    """Check ``[start_ns, end_ns)`` for ``sw``, store the check, and close it when OK."""
-    candidates = runs_in_range(conn, sw, start_ns, end_ns)
-    if refresh_run_status(conn, [r.id for r in candidates], now):
-        candidates = runs_in_range(conn, sw, start_ns, end_ns)
+) -> ClosurePlan:
+    """What a check of ``[start_ns, end_ns)`` for ``sw`` would find and delete; reads only.
+
+    Run statuses are derived from their workflows here, not read as stored, so a dry
+    run and the check (which stores them first) see the same runs.
+    """
+    stored = runs_in_range(conn, sw, start_ns, end_ns)
+    linked = run_workflows(conn, [r.id for r in stored])
+    candidates = [
+        dataclasses.replace(r, status=derive_run_status((s for _, s in linked[r.id]), r.status))
+        for r in stored
+    ]
     problems = find_problems(candidates, start_ns, end_ns)
     position = int(get_cursor(conn, DATA_CURSOR) or 0)
     d = datasets.c
@@ -174,7 +296,48 @@ def check_closure(
         )
     ):
         problems.append(Problem(ACTIVE, max(int(lo), start_ns), min(int(hi), end_ns), ()))
-    ok = not problems
+    run_ids = [r.id for r in candidates]
+    incomplete = incomplete_runs(candidates, workflow_coverage(conn, run_ids))
+    forced = incomplete if force else []
+    if not force:
+        problems.extend(incomplete)
+    deleting = [] if problems else intermediate_datasets(conn, run_ids, intermediate)
+    return ClosurePlan(sw, start_ns, end_ns, candidates, problems, forced, deleting)
+
+
+def _forced_note(forced: Sequence[Problem]) -> str:
+    if not forced:
+        return ""
+    runs = sorted({i for p in forced for i in p.run_ids})
+    spans = ", ".join(f"[{p.start_ns}, {p.end_ns})" for p in forced)
+    return f"; forced: closed incomplete runs {', '.join(map(str, runs))} (uncovered {spans})"
+
+
+def check_closure(
+    conn: Connection,
+    sw: str,
+    start_ns: int,
+    end_ns: int,
+    now: float,
+    *,
+    force: bool = False,
+    expect: ClosurePlan | None = None,
+    intermediate: Callable[[str], bool] = is_intermediate,
+) -> ClosureResult:
+    """Check ``[start_ns, end_ns)`` for ``sw``, store the check, and close it when OK.
+
+    With ``expect`` (the plan an operator was shown and agreed to), a plan that would
+    now close other runs or delete other datasets is refused, and nothing changes.
+    """
+    refresh_run_status(conn, [r.id for r in runs_in_range(conn, sw, start_ns, end_ns)], now)
+    plan = plan_closure(conn, sw, start_ns, end_ns, force=force, intermediate=intermediate)
+    if expect is not None and expect.action() != plan.action():
+        raise Conflict(
+            f"the runs or data of {sw} [{start_ns}, {end_ns}) changed since the preview; "
+            "nothing was closed or deleted: check again"
+        )
+    problems = plan.problems
+    ok = plan.ok
     check_id = int(
         conn.execute(
             sa.insert(run_checks)
@@ -204,10 +367,10 @@ def check_closure(
                 for p in problems
             ],
         )
-    run_ids = [r.id for r in candidates]
+    run_ids = plan.closing
     deleted: list[DatasetRow] = []
     if ok:
-        found = intermediate_datasets(conn, run_ids, intermediate)
+        found = plan.deleting
         why = f"intermediate data of {sw} runs closed by run check {check_id}"
         marked: set[int] = set()
         for state in (DatasetState.AVAILABLE, DatasetState.RETRACTED, DatasetState.SUPERSEDED):
@@ -221,13 +384,11 @@ def check_closure(
         ids_text = ", ".join(map(str, run_ids))
         note = (
             f"{len(run_ids)} runs closed ({ids_text}); {len(deleted)} intermediate datasets deleted"
+            + _forced_note(plan.forced)
         )
         delete_status = DELETED if deleted else NOTHING
     else:
-        counts = {
-            k: sum(p.kind == k for p in problems)
-            for k in (GAP, OVERLAP, UNFINISHED, PENDING, ACTIVE)
-        }
+        counts = {k: sum(p.kind == k for p in problems) for k in KINDS}
         note = ", ".join(f"{n} {k.lower()}" for k, n in counts.items() if n)
         note += f"; nothing deleted (see `dpct closure errors {check_id}`)"
         delete_status = SKIPPED
@@ -242,7 +403,7 @@ def check_closure(
     )
     check = get_check(conn, check_id)
     assert check is not None
-    return ClosureResult(check, check_errors(conn, check_id), run_ids if ok else [], deleted)
+    return ClosureResult(check, check_errors(conn, check_id), run_ids, deleted, plan)
 
 
 def get_check(conn: Connection, check_id: int) -> RunCheckRow | None:

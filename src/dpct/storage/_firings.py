@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from dpct.storage._schema import cursors, trigger_firings
+from dpct.storage._schema import cursors, trigger_firings, workflows
 
 
 def claim_firing(conn: Connection, descriptor: str, key: str, now: float) -> int | None:
@@ -35,6 +37,46 @@ def record_firing_workflow(conn: Connection, firing_id: int, workflow_id: int) -
         .where(trigger_firings.c.id == firing_id)
         .values(workflow_id=workflow_id)
     )
+
+
+def fired(
+    conn: Connection, descriptor: str, keys: Iterable[str]
+) -> list[tuple[str, int | None, str | None]]:
+    """(key, workflow, its status) of those of ``keys`` that ``descriptor`` has fired."""
+    wanted = sorted(set(keys))
+    if not wanted:
+        return []
+    f = trigger_firings.c
+    query = (
+        sa.select(f.key, f.workflow_id, workflows.c.status)
+        .outerjoin(workflows, workflows.c.id == f.workflow_id)
+        .where(f.descriptor == descriptor, f.key.in_(wanted))
+        .order_by(f.key)
+    )
+    return [(str(k), None if w is None else int(w), s) for k, w, s in conn.execute(query)]
+
+
+def release_firings(conn: Connection, descriptor: str, keys: Iterable[str]) -> int:
+    """Let ``(descriptor, key)`` fire again; the firing stays, under a key marked released.
+
+    A firing records that its trigger's condition held (an interval was covered); once
+    retracted data uncover the interval again, the next delivery covering it must fire.
+    Keeping the row, renamed ``<key>#released:<id>``, keeps the workflow it started.
+    """
+    f = trigger_firings.c
+    wanted = sorted(set(keys))
+    if not wanted:
+        return 0
+    rows = conn.execute(
+        sa.select(f.id, f.key).where(f.descriptor == descriptor, f.key.in_(wanted))
+    ).all()
+    for firing_id, key in rows:
+        conn.execute(
+            sa.update(trigger_firings)
+            .where(f.id == firing_id)
+            .values(key=f"{key}#released:{firing_id}")
+        )
+    return len(rows)
 
 
 DATA_CURSOR = "data-triggers"

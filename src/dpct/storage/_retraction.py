@@ -15,7 +15,7 @@ from sqlalchemy.engine import Connection
 from dpct.storage._datasets import _dataset_row
 from dpct.storage._events import add_events
 from dpct.storage._records import DatasetRow, DatasetState
-from dpct.storage._schema import datasets, solution_inputs
+from dpct.storage._schema import datasets, jobs, solution_inputs
 
 _BATCH = 5_000
 """Ids per IN list: SQLite allows 32,766 bound parameters in one statement."""
@@ -55,12 +55,15 @@ def dataset_states(conn: Connection, dataset_ids: Iterable[int]) -> dict[int, st
     return out
 
 
-def retract(conn: Connection, dataset_ids: Iterable[int], now: float, reason: str) -> list[int]:
-    """Mark the datasets and all datasets derived from them RETRACTED; returns those marked.
+def retraction_targets(
+    conn: Connection, dataset_ids: Iterable[int]
+) -> tuple[list[DatasetRow], set[int]]:
+    """The AVAILABLE datasets retracting these would mark, and which of them were named.
 
     Derived means: carrying a solution id descended from one of theirs. Only AVAILABLE
     datasets change: a DELETED one stays deleted, and one already RETRACTED keeps its
-    first retraction time. Each marked dataset gets a ``dataset.retracted`` event.
+    first retraction time. Reads only, so a dry run shows exactly what :func:`retract`
+    then marks.
     """
     asked = sorted(set(dataset_ids))
     d = datasets.c
@@ -69,23 +72,43 @@ def retract(conn: Connection, dataset_ids: Iterable[int], now: float, reason: st
         query = sa.select(d.solution_id).where(d.id.in_(batch), d.solution_id.is_not(None))
         seeds.update(int(s) for (s,) in conn.execute(query))
     derived = sorted(descendant_solutions(conn, seeds))
-    marked: set[int] = set()
+    found: dict[int, DatasetRow] = {}
+    available = d.state == DatasetState.AVAILABLE
+    for batch in _chunks(asked):
+        for row in conn.execute(sa.select(datasets).where(d.id.in_(batch), available)):
+            found[row.id] = _dataset_row(row)
+    direct = set(found)
+    for batch in _chunks(derived):
+        for row in conn.execute(sa.select(datasets).where(d.solution_id.in_(batch), available)):
+            found.setdefault(row.id, _dataset_row(row))
+    return [found[i] for i in sorted(found)], direct
 
-    def mark(condition: sa.ColumnElement[bool]) -> None:
+
+def mark_retracted(
+    conn: Connection,
+    asked: Sequence[int],
+    targets: Sequence[DatasetRow],
+    direct: set[int],
+    now: float,
+    reason: str,
+) -> list[int]:
+    """Mark ``targets`` (from :func:`retraction_targets`) RETRACTED; returns those marked.
+
+    Each marked dataset gets a ``dataset.retracted`` event; one that another transaction
+    changed meanwhile (no longer AVAILABLE) is left alone.
+    """
+    d = datasets.c
+    marked: set[int] = set()
+    for batch in _chunks([t.id for t in targets]):
         query = (
             sa.update(datasets)
-            .where(condition, d.state == DatasetState.AVAILABLE)
+            .where(d.id.in_(batch), d.state == DatasetState.AVAILABLE)
             .values(state=DatasetState.RETRACTED, retracted_at=now)
             .returning(d.id)
         )
         marked.update(int(i) for (i,) in conn.execute(query))
-
-    for batch in _chunks(asked):
-        mark(d.id.in_(batch))
-    direct = set(marked)
-    for batch in _chunks(derived):
-        mark(d.solution_id.in_(batch))
-    origin = ("datasets " if len(asked) > 1 else "dataset ") + ", ".join(map(str, asked))
+    names = sorted(set(asked))
+    origin = ("datasets " if len(names) > 1 else "dataset ") + ", ".join(map(str, names))
     add_events(
         conn,
         now,
@@ -101,6 +124,17 @@ def retract(conn: Connection, dataset_ids: Iterable[int], now: float, reason: st
         ],
     )
     return sorted(marked)
+
+
+def job_log_paths(conn: Connection, job_ids: Iterable[int]) -> dict[int, str]:
+    """The log file of each of these jobs that has one (report files are written beside it)."""
+    out: dict[int, str] = {}
+    for batch in _chunks(sorted(set(job_ids))):
+        query = sa.select(jobs.c.id, jobs.c.log_path).where(
+            jobs.c.id.in_(batch), jobs.c.log_path.is_not(None)
+        )
+        out.update((int(i), str(path)) for i, path in conn.execute(query) if path)
+    return out
 
 
 def retracted_datasets(
@@ -130,3 +164,12 @@ def retracted_hull(conn: Connection, dataset_ids: Iterable[int]) -> tuple[int, i
             lo = start if lo is None else min(lo, start)
             hi = end if hi is None else max(hi, end)
     return None if lo is None or hi is None else (int(lo), int(hi))
+
+
+def producing_workflows(conn: Connection, job_ids: Iterable[int]) -> set[int]:
+    """The workflows of these jobs."""
+    out: set[int] = set()
+    for batch in _chunks(sorted(set(job_ids))):
+        query = sa.select(jobs.c.workflow_id).where(jobs.c.id.in_(batch)).distinct()
+        out.update(int(w) for w in conn.execute(query).scalars())
+    return out

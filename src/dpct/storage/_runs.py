@@ -226,3 +226,14 @@ def mark_runs_closed(conn: Connection, run_ids: Iterable[int], now: float, check
     add_events(
         conn, now, [("DSS", "run.closed", "run", i, f"by run check {check_id}") for i in ids]
     )
+
+
+def reopen_closed_run(conn: Connection, run_id: int, now: float, note: str) -> None:
+    """Take a closed run back: open again, so the workflows of its period join it.
+
+    Its status stays the one its workflows imply. The caller says in ``note`` what
+    closure deleted, which reopening cannot bring back.
+    """
+    conn.execute(sa.update(runs).where(runs.c.id == run_id).values(closed=False, note=note))
+    add_events(conn, now, [("RMS", "run.reopened", "run", run_id, note)])
+    refresh_run_status(conn, [run_id], now)

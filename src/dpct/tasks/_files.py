@@ -9,8 +9,13 @@ from pathlib import Path
 
 def beside_job_log(log: logging.Logger, scratch: Path, suffix: str) -> Path:
     """``<job log>.<suffix>`` when the job has a log file (operators look there), else a
-    file in the job's scratch folder (tests and inline runs without a log)."""
-    for handler in log.handlers:
+    file in the job's scratch folder (tests and inline runs without a log).
+
+    The job's file handler is the last one added; another file handler already on the
+    logger (pytest's, say) must not take the reports elsewhere: retraction finds them
+    beside the job log, by name.
+    """
+    for handler in reversed(log.handlers):
         base = getattr(handler, "baseFilename", None)
         if base:
             return Path(base).with_suffix(f".{suffix}")

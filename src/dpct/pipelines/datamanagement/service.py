@@ -15,8 +15,10 @@ from dataclasses import dataclass
 from sqlalchemy.engine import Connection
 
 from dpct.datamodel import DataSpec
-from dpct.errors import BadInput, InvalidState, NotFound
+from dpct.errors import BadInput, Conflict, InvalidState, NotFound
 from dpct.pipelines.datamanagement._cleaning import Cleaned, clean_retracted, remove_file
+from dpct.pipelines.datamanagement._redelivery import refire_keys
+from dpct.pipelines.datamanagement._reports import report_files, set_reports_aside
 from dpct.pipelines.datamanagement._tasks import CLEAN_DESCRIPTOR, CLEAN_WORKFLOW
 from dpct.storage import (
     Database,
@@ -25,18 +27,36 @@ from dpct.storage import (
     get_workflow,
 )
 from dpct.storage._aim_runs import aim_run_rows
-from dpct.storage._closure import ClosureResult, check_errors, get_check, list_checks
+from dpct.storage._closure import (
+    ClosurePlan,
+    ClosureResult,
+    check_errors,
+    get_check,
+    intermediate_datasets,
+    is_intermediate,
+    list_checks,
+    plan_closure,
+)
 from dpct.storage._closure import check_closure as _check_closure
+from dpct.storage._events import add_events
+from dpct.storage._firings import release_firings
 from dpct.storage._records import (
     RUN_SOFTWARE,
     AimRunRow,
+    DatasetState,
     RunCheckErrorRow,
     RunCheckRow,
     RunRow,
     RunStatus,
 )
-from dpct.storage._retraction import dataset_states, retracted_hull
-from dpct.storage._retraction import retract as _retract
+from dpct.storage._retraction import (
+    dataset_states,
+    job_log_paths,
+    mark_retracted,
+    retracted_datasets,
+    retracted_hull,
+    retraction_targets,
+)
 from dpct.storage._runs import attach_workflows as _attach
 from dpct.storage._runs import (
     derive_run_status,
@@ -44,6 +64,7 @@ from dpct.storage._runs import (
     insert_run,
     list_runs,
     refresh_run_status,
+    reopen_closed_run,
     run_workflows,
     set_run_ignored,
 )
@@ -52,8 +73,11 @@ from dpct.workflows import service as rms
 
 __all__ = [
     "Cleaned",
+    "ClosurePlan",
     "ClosureReport",
+    "Reopened",
     "Retraction",
+    "RetractionPlan",
     "aim_runs",
     "attach_workflows",
     "check_closure",
@@ -64,6 +88,7 @@ __all__ = [
     "create_run",
     "ignore_run",
     "refresh_runs",
+    "reopen_run",
     "retract",
     "run",
     "runs",
@@ -207,9 +232,52 @@ def ignore_run(
     def work(conn: Connection) -> RunRow:
         row = _existing_run(conn, run_id)
         if row.closed:
-            raise InvalidState(f"run {run_id} is closed: its intermediate data are gone")
+            raise InvalidState(
+                f"run {run_id} is closed: its intermediate data are gone; reopen it first "
+                f"with `dpct run reopen {run_id} --reason TEXT`"
+            )
         set_run_ignored(conn, run_id, ignored, _now(now), note)
         return _existing_run(conn, run_id)
+
+    return db.run_write(work)
+
+
+@dataclass(frozen=True)
+class Reopened:
+    run: RunRow
+    lost: list[DatasetRow]
+    """Intermediate datasets of the run that closure deleted: reopening cannot restore
+    them; a failed job that needs one must be redone from its inputs."""
+
+
+def reopen_run(db: Database, run_id: int, *, reason: str, now: float | None = None) -> Reopened:
+    """The way out of a wrong closure: the run is open again, later work joins it.
+
+    Its status goes back to what its workflows imply, and workflows of its period join
+    it again instead of defining a second run over the same period (an OVERLAP). The
+    run's note and the ``run.reopened`` event say why and what closure deleted.
+    """
+    if not reason.strip():
+        raise BadInput("give the reason for reopening the run (--reason); the event log keeps it")
+
+    def work(conn: Connection) -> Reopened:
+        row = _existing_run(conn, run_id)
+        if not row.closed:
+            raise InvalidState(f"run {run_id} is not closed; nothing to reopen")
+        lost = [
+            d
+            for d in intermediate_datasets(conn, [run_id], is_intermediate, deleted=True)
+            if d.state == DatasetState.DELETED
+        ]
+        gone = (
+            f"{len(lost)} intermediate datasets deleted by closure are gone "
+            f"({', '.join(str(d.id) for d in lost)})"
+            if lost
+            else "closure had deleted no intermediate data"
+        )
+        note = f"reopened: {reason.strip()}; {gone}"
+        reopen_closed_run(conn, run_id, _now(now), note)
+        return Reopened(_existing_run(conn, run_id), lost)
 
     return db.run_write(work)
 
@@ -219,7 +287,10 @@ def ignore_run(
 
 @dataclass(frozen=True)
 class ClosureReport:
-    check: RunCheckRow
+    plan: ClosurePlan
+    """What the check found and did (all of it, on a dry run, is only what it would do)."""
+    check: RunCheckRow | None
+    """The stored check; None on a dry run, which stores nothing."""
     errors: list[RunCheckErrorRow]
     closed_runs: list[int]
     deleted: list[DatasetRow]
@@ -230,20 +301,38 @@ class ClosureReport:
 
 
 def check_closure(
-    db: Database, sw: str, start_ns: int, end_ns: int, *, now: float | None = None
+    db: Database,
+    sw: str,
+    start_ns: int,
+    end_ns: int,
+    *,
+    force: bool = False,
+    dry_run: bool = False,
+    expect: ClosurePlan | None = None,
+    now: float | None = None,
 ) -> ClosureReport:
     """Run check closure over ``[start_ns, end_ns)``; when it passes, close the runs.
 
     The check, its error view, the runs' closing and their intermediate datasets'
-    DELETED state commit together; the files are removed after that commit.
+    DELETED state commit together; the files are removed after that commit. A dry run
+    only computes the plan that the check would execute; ``force`` lets runs whose
+    period is not complete close (the check's note says so). ``expect``: the plan that
+    was shown; the check is refused if it would now close or delete anything else.
     """
     name = _software(sw)
     _interval(start_ns, end_ns)
+    if dry_run:
+        with db.read() as conn:
+            plan = plan_closure(conn, name, start_ns, end_ns, force=force)
+        return ClosureReport(plan, None, [], [], [], 0, [])
     result: ClosureResult = db.run_write(
-        lambda conn: _check_closure(conn, name, start_ns, end_ns, _now(now))
+        lambda conn: _check_closure(
+            conn, name, start_ns, end_ns, _now(now), force=force, expect=expect
+        )
     )
     removals = [remove_file(d) for d in result.deleted]
     return ClosureReport(
+        result.plan,
         result.check,
         result.errors,
         result.closed_runs,
@@ -281,11 +370,44 @@ def closure_errors(db: Database, check_id: int) -> list[RunCheckErrorRow]:
 
 
 @dataclass(frozen=True)
+class RetractionPlan:
+    """Everything a retraction would change, computed before anything does."""
+
+    asked: list[int]
+    datasets: list[DatasetRow]
+    """Datasets to mark RETRACTED: the AVAILABLE ones named, and all derived from them."""
+    named: list[int]
+    """Which of ``datasets`` were named (the others are derived)."""
+    cleaning: list[DatasetRow]
+    """Files the cleaning workflow deletes: these and the RETRACTED datasets already in
+    their OBMT span; empty without cleaning."""
+    span: tuple[int, int] | None
+    """The OBMT span the cleaning workflow covers."""
+    report_files: list[tuple[int, str]]
+    """(job, file): report files (PNG, HTML) of the jobs that made ``datasets``, set
+    aside in a ``retracted/`` folder beside them."""
+    refire: list[tuple[str, str]]
+    """(descriptor, firing key) released: the next delivery covering it fires again."""
+
+    @property
+    def bytes(self) -> int:
+        return sum(d.bytes for d in self.cleaning)
+
+    def action(self) -> tuple[list[int], list[int]]:
+        """What executing the plan changes: datasets retracted, files deleted."""
+        return [d.id for d in self.datasets], [d.id for d in self.cleaning]
+
+
+@dataclass(frozen=True)
 class Retraction:
+    plan: RetractionPlan
+    """What was (or, on a dry run, would be) done."""
     retracted: list[int]
     """Datasets marked RETRACTED by this call: those named and all derived from them."""
     workflow_id: int | None
     """The cleaning workflow submitted, if anything retracted is left to delete."""
+    reports_moved: list[str]
+    """Where the report files are now (in ``retracted/`` folders)."""
 
 
 def _clean_descriptor(db: Database, now: float | None) -> DescriptorRow:
@@ -295,44 +417,112 @@ def _clean_descriptor(db: Database, now: float | None) -> DescriptorRow:
     return rms.get_descriptor(db, CLEAN_WORKFLOW)
 
 
+def _span(rows: Sequence[DatasetRow]) -> tuple[int, int] | None:
+    if not rows:
+        return None
+    return min(r.spec.start_ns for r in rows), max(r.spec.end_ns for r in rows)
+
+
+def _plan_retraction(conn: Connection, ids: list[int], clean: bool) -> RetractionPlan:
+    states = dataset_states(conn, ids)
+    missing = [i for i in ids if i not in states]
+    if missing:
+        raise NotFound(f"{_plural(missing, 'dataset')} not found; list them with `dpct datasets`")
+    targets, direct = retraction_targets(conn, ids)
+    already = [i for i in ids if states[i] == DatasetState.RETRACTED]
+    cleaning: list[DatasetRow] = []
+    span = None
+    if clean:
+        spans = [s for s in (_span(targets), retracted_hull(conn, already)) if s is not None]
+        if spans:
+            span = (min(lo for lo, _ in spans), max(hi for _, hi in spans))
+            by_id = {d.id: d for d in retracted_datasets(conn, *span)}
+            by_id.update((d.id, d) for d in targets)
+            cleaning = [by_id[i] for i in sorted(by_id)]
+    logs = job_log_paths(conn, (d.job_id for d in targets if d.job_id is not None))
+    return RetractionPlan(
+        asked=ids,
+        datasets=targets,
+        named=sorted(direct),
+        cleaning=cleaning,
+        span=span,
+        report_files=report_files(logs),
+        refire=refire_keys(conn, targets),
+    )
+
+
 def retract(
     db: Database,
     dataset_ids: Iterable[int],
     *,
     reason: str,
     clean: bool = True,
+    dry_run: bool = False,
+    expect: RetractionPlan | None = None,
     now: float | None = None,
 ) -> Retraction:
     """Retract datasets and everything derived from them, then submit their cleaning.
 
     The datasets stop being inputs when this commits. The cleaning workflow
     (DataRetractionTraceExtractCleanAutWorkflow) is submitted in the same transaction,
-    over the OBMT span of what is left to delete; nodes run it like any other.
+    over the OBMT span of what is left to delete; nodes run it like any other. The
+    data-trigger firings of the retracted intervals are released in it too, so a
+    corrected redelivery starts the downstream workflows again; the retracted jobs'
+    report files are set aside after the commit. A dry run computes the same plan and
+    changes nothing; with ``expect`` (the plan that was shown) a retraction that would
+    now mark or delete anything else is refused.
     """
     ids = sorted(set(dataset_ids))
     if not ids:
         raise BadInput("name at least one dataset id to retract")
+    if dry_run:
+        with db.read() as conn:
+            return Retraction(_plan_retraction(conn, ids, clean), [], None, [])
     if not reason.strip():
         raise BadInput("give the reason for the retraction (--reason); the event log keeps it")
     descriptor = _clean_descriptor(db, now) if clean else None
 
     def work(conn: Connection) -> Retraction:
-        states = dataset_states(conn, ids)
-        missing = [i for i in ids if i not in states]
-        if missing:
-            raise NotFound(
-                f"{_plural(missing, 'dataset')} not found; list them with `dpct datasets`"
+        plan = _plan_retraction(conn, ids, clean)
+        if expect is not None and expect.action() != plan.action():
+            raise Conflict(
+                f"what retracting {_plural(ids, 'dataset')} would change differs from the "
+                "preview (another retraction, cleaning or new data); nothing was retracted: "
+                "look again with --dry-run"
             )
         t = _now(now)
-        retracted = _retract(conn, ids, t, reason.strip())
+        why = reason.strip()
+        retracted = mark_retracted(conn, ids, plan.datasets, set(plan.named), t, why)
+        for name, key in plan.refire:
+            release_firings(conn, name, [key])
+        add_events(
+            conn,
+            t,
+            [
+                (
+                    "RMS",
+                    "trigger.released",
+                    "descriptor",
+                    name,
+                    f"{key}: its data were retracted ({why}); the next delivery covering "
+                    "it fires again",
+                )
+                for name, key in plan.refire
+            ]
+            + [
+                ("DSS", "report.retracted", "job", job, f"{path} set aside in retracted/: {why}")
+                for job, path in plan.report_files
+            ],
+        )
         workflow_id = None
-        hull = retracted_hull(conn, [*ids, *retracted]) if descriptor else None
-        if descriptor is not None and hull is not None:
-            spec = DataSpec(rms.descriptor_of(descriptor).data_type, *hull)
+        if descriptor is not None and plan.span is not None:
+            spec = DataSpec(rms.descriptor_of(descriptor).data_type, *plan.span)
             workflow_id = rms.create_workflow(conn, descriptor, spec, trigger="retraction", now=t)
-        return Retraction(retracted, workflow_id)
+        return Retraction(plan, retracted, workflow_id, [])
 
-    return db.run_write(work)
+    result = db.run_write(work)
+    moved = set_reports_aside([path for _, path in result.plan.report_files])
+    return dataclasses.replace(result, reports_moved=moved)
 
 
 def refresh_runs(
