@@ -71,7 +71,7 @@ def _watch_parent(parent_pid: int) -> None:
 
 
 def worker_main(conn: Connection, parent_pid: int) -> None:
-    global _parent_pid
+    global _gone, _parent_pid
     _parent_pid = parent_pid
     # Until the handler is installed below, NODE_GONE_SIGNAL's default action ends the
     # worker at once, which is right: it has not started an attempt yet.
@@ -87,11 +87,18 @@ def worker_main(conn: Connection, parent_pid: int) -> None:
 
     load_entry_points()
     signal.signal(NODE_GONE_SIGNAL, _on_node_gone)
-    threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True).start()
-    if os.getppid() != parent_pid:
-        return  # the node died before the kernel was asked to tell
-    with contextlib.suppress(NodeGone):
-        _serve(conn)
+    try:
+        threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True).start()
+        if os.getppid() == parent_pid:  # else the node died before the kernel was asked
+            _serve(conn)
+    except NodeGone:
+        pass  # raised outside an attempt (waiting for work): nothing to clean up
+    finally:
+        # From here on the worker is leaving anyway: a late signal must not interrupt
+        # the interpreter's exit with a traceback. (A plain assignment runs before any
+        # pending Python signal handler can.)
+        _gone = True
+        signal.signal(NODE_GONE_SIGNAL, signal.SIG_IGN)
 
 
 def _serve(conn: Connection) -> None:
@@ -109,10 +116,16 @@ def _serve(conn: Connection) -> None:
             assert isinstance(message, Assignment)
             running = message
             completion = run_assignment(message)
-            conn.send(completion)
+            try:
+                conn.send(completion)
+            except NodeGone:
+                # The report may have reached the node before it died, and been
+                # committed: keep the files (`dpct store check` finds them otherwise).
+                running = None
+                raise
             running = None  # reported: from now on its files are the node's
     except (NodeGone, OSError):  # OSError: BrokenPipeError, the node closed the pipe
-        _gone = True  # a late NODE_GONE_SIGNAL must not cut the clean-up short
+        _gone = True  # first: a late NODE_GONE_SIGNAL must not cut the clean-up short
         if running is not None:
             discard_attempt(running)
 

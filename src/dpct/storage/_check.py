@@ -146,7 +146,8 @@ def check_store(
     for location, stored in sorted(found.items()):
         if location not in referenced:
             orphan = _orphan(stored, now)
-            old = orphan.age_s is not None and orphan.age_s >= grace_s
+            # An unknown age counts as young, unless no grace is asked for at all.
+            old = grace_s <= 0 or (orphan.age_s is not None and orphan.age_s >= grace_s)
             (report.orphans if old else report.recent).append(orphan)
 
     for row in rows:
@@ -263,7 +264,11 @@ def _remove_orphans(
     for orphan in orphans:
         if orphan.location in registered:
             continue
-        store.delete(orphan.location)
+        try:
+            store.delete(orphan.location)
+        except OSError:  # left unresolved: the check exits 1 and the next one retries
+            out.append(orphan)
+            continue
         out.append(
             OrphanFile(orphan.location, orphan.bytes, orphan.age_s, orphan.partial, removed=True)
         )
