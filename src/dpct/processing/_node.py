@@ -21,6 +21,8 @@ import time
 from collections.abc import Callable
 from multiprocessing.connection import wait
 
+from sqlalchemy.engine import Connection
+
 from dpct.config import Settings
 from dpct.errors import DpctError
 from dpct.processing._assignment import (
@@ -384,8 +386,8 @@ class Node:
     def _stop_now(self) -> None:
         """Kill busy workers, hand their jobs back, and commit what had already finished.
 
-        Finished attempts are committed rather than handed back: their files are
-        written, and a hand-back would leave them unregistered for good.
+        Attempts that had already finished are committed: left alone, their leases
+        would expire, the jobs would run again and their files would stay unregistered.
         """
         held = self._held() + self.returned
         for worker in self.workers:
@@ -393,7 +395,7 @@ class Node:
                 self._kill(worker)
         completions = self.pending
 
-        def work(conn) -> CommitResult:
+        def work(conn: Connection) -> CommitResult:
             now = self.clock()
             result = commit_completions(
                 conn, completions, now=now, retry_backoff_s=self.settings.retry_backoff_s
