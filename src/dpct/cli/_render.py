@@ -35,6 +35,8 @@ STATUS_STYLE = {
     "AVAILABLE": "green",
     "RETRACTED": "red",
     "DELETED": "dim",
+    "MISSING": "red",
+    "CORRUPT": "red",
     "DEFINED": "blue",
     "OK": "green",
     "ERROR": "red",

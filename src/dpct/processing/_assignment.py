@@ -30,6 +30,14 @@ from dpct.tasks import TASK_TYPES, NoData, PermanentTaskError, TransientError
 from dpct.tasks._failures import retry_policy
 
 
+class NodeGone(BaseException):
+    """Raised in a worker whose node died: nobody will commit this attempt.
+
+    A BaseException, so that a task's ``except Exception`` cannot swallow it: the
+    attempt stops, its outputs are deleted and nothing is reported.
+    """
+
+
 @dataclass(frozen=True, slots=True)
 class InputFile:
     dataset_id: int
@@ -126,10 +134,9 @@ def run_assignment(a: Assignment) -> Completion:
             name: [f.solution_id or 0 for f in a.inputs.get(name, [])] for name in task_type.inputs
         }
         outputs = task_type.run(tables, params, a.spec, log, scratch, alarms, solutions)
-        tag = f"j{a.job_id}a{a.attempt}-{a.token[:8]}"
         for name, table in outputs.items():
             spec = a.spec.with_type(task_type.outputs[name])
-            output = store_at(a.store_root).write(table, spec, tag, name=name)
+            output = store_at(a.store_root).write(table, spec, attempt_tag(a), name=name)
             completion.outputs.append(output)
             log.info("output %s: %d rows → %s", name, table.num_rows, output.location)
         completion.alarms = [(str(kind), str(message)) for kind, message in alarms]
@@ -147,6 +154,10 @@ def run_assignment(a: Assignment) -> Completion:
         completion.retry = _retryable(err)
         log.error("failed: %s\n%s", completion.error_message, traceback.format_exc())
         _discard(completion)
+    except NodeGone:
+        completion.outcome = "abandoned"
+        log.warning("the node is gone: attempt abandoned, its outputs deleted")
+        raise  # the worker deletes every output of the attempt (see discard_attempt)
     finally:
         log.info("attempt ended: %s in %.3f s", completion.outcome, time.perf_counter() - started)
         for handler in list(log.handlers):
@@ -172,6 +183,24 @@ def _discard(completion: Completion) -> None:
 
 def discard_outputs(completion: Completion) -> None:
     _discard(completion)
+
+
+def attempt_tag(a: Assignment) -> str:
+    """The part of an attempt's product names that is unique to it (job, attempt, token)."""
+    return f"j{a.job_id}a{a.attempt}-{a.token[:8]}"
+
+
+def discard_attempt(a: Assignment) -> None:
+    """Delete whatever an unreported attempt may have written, finished or not.
+
+    For an attempt whose worker was killed or whose node died: its report never reached
+    the database, so none of its files can be registered, and each is found by name
+    (every product name carries the attempt's tag). Without this, each such attempt
+    would leave an orphan for ``dpct store check``.
+    """
+    store = store_at(a.store_root)
+    for data_type in set(TASK_TYPES.get(a.task_type).outputs.values()):
+        store.discard(store.location_for(a.spec.with_type(data_type), attempt_tag(a)))
 
 
 _JOB_LOG = logging.getLogger("dpct.job")

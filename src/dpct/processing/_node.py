@@ -5,6 +5,10 @@ commits them (fenced by lease token) and leases work for the idle slots. Heartbe
 extend the leases it holds and tell it which jobs it lost (cancelled or reaped), whose
 workers it kills. The first SIGTERM drains: no new leases, running jobs finish; the
 second stops at once and hands the leases back.
+
+Whenever the node kills a worker (crash, time limit, lost lease, stopping at once), it
+deletes what that worker's unreported attempts wrote, finished files and ``.tmp``
+alike: their reports never reached the database, so nothing else would.
 """
 
 from __future__ import annotations
@@ -17,15 +21,20 @@ import time
 from collections.abc import Callable
 from multiprocessing.connection import wait
 
+from sqlalchemy.engine import Connection
+
 from dpct.config import Settings
+from dpct.errors import DpctError
 from dpct.processing._assignment import (
     Assignment,
+    discard_attempt,
     discard_outputs,
     make_assignment,
     resolve_inputs,
 )
 from dpct.processing._worker import Worker
 from dpct.storage import (
+    CommitResult,
     Completion,
     Database,
     LeasedJob,
@@ -137,7 +146,10 @@ class Node:
         finally:
             log.info("%s: stopping; %s", self.name, self.stats)
             for worker in self.workers:
-                worker.stop()
+                if worker.busy:  # only when the loop failed: nobody will commit its work
+                    self._kill(worker)
+                else:
+                    worker.stop()
             self.db.run_write(lambda conn: node_down(conn, self.name, self.clock(), "stopped"))
 
     def _commit_due(self, draining: bool) -> bool:
@@ -249,10 +261,31 @@ class Node:
 
     def _replace(self, worker: Worker) -> None:
         """Kill and replace a worker; jobs queued behind its current one go back unrun."""
-        worker.kill()
         self.returned.extend((a.job_id, a.token) for a, _ in list(worker.queue)[1:])
+        self._kill(worker)
         index = self.workers.index(worker)
         self.workers[index] = Worker()
+
+    def _kill(self, worker: Worker) -> None:
+        """Kill a worker and delete the files of the attempts it had not reported.
+
+        Its queue holds the attempts whose reports the node has not received: one may
+        have been writing (a ``.tmp``), one may have finished with its report still in
+        the pipe. None can be committed any more, so none of their files may stay.
+        """
+        worker.kill()
+        for assignment, _ in worker.queue:
+            try:
+                discard_attempt(assignment)
+            except (OSError, DpctError) as err:  # `dpct store check` finds what is left
+                log.warning(
+                    "%s: could not delete the outputs of job %d's attempt %d: %s",
+                    self.name,
+                    assignment.job_id,
+                    assignment.attempt,
+                    err,
+                )
+        worker.queue.clear()
 
     def _held(self) -> list[tuple[int, str]]:
         return [(a.job_id, a.token) for w in self.workers for a, _ in w.queue]
@@ -332,6 +365,14 @@ class Node:
         self.stats["queued"] += len(queued)
         self.pending = []
         self.returned = []
+        self._discard_rejected(completions, result)
+        for job, worker in zip(leased, idle, strict=False):
+            worker.give(make_assignment(job, inputs[job.id], self.settings), job.cores)
+        for job, worker in zip(queued, queueable, strict=False):
+            worker.give(make_assignment(job, inputs[job.id], self.settings), job.cores)
+        return len(leased) + len(queued)
+
+    def _discard_rejected(self, completions: list[Completion], result: CommitResult) -> None:
         rejected = set(result.rejected)
         for completion in completions:
             if completion.job_id in rejected:
@@ -341,20 +382,36 @@ class Node:
                     completion.job_id,
                 )
                 discard_outputs(completion)
-        for job, worker in zip(leased, idle, strict=False):
-            worker.give(make_assignment(job, inputs[job.id], self.settings), job.cores)
-        for job, worker in zip(queued, queueable, strict=False):
-            worker.give(make_assignment(job, inputs[job.id], self.settings), job.cores)
-        return len(leased) + len(queued)
 
     def _stop_now(self) -> None:
+        """Kill busy workers, hand their jobs back, and commit what had already finished.
+
+        Attempts that had already finished are committed: left alone, their leases
+        would expire, the jobs would run again and their files would stay unregistered.
+        """
         held = self._held() + self.returned
         for worker in self.workers:
             if worker.busy:
-                worker.kill()
-                worker.queue.clear()
-        self.db.run_write(lambda conn: hand_back(conn, held, self.clock()))
-        log.info("%s: stopped at once; handed back %d jobs", self.name, len(held))
+                self._kill(worker)
+        completions = self.pending
+
+        def work(conn: Connection) -> CommitResult:
+            now = self.clock()
+            result = commit_completions(
+                conn, completions, now=now, retry_backoff_s=self.settings.retry_backoff_s
+            )
+            hand_back(conn, held, now)
+            return result
+
+        result = self.db.run_write(work)
+        self.pending, self.returned = [], []
+        self._discard_rejected(completions, result)
+        log.info(
+            "%s: stopped at once; handed back %d jobs, committed %d finished ones",
+            self.name,
+            len(held),
+            len(result.accepted),
+        )
 
 
 def _readable(worker: Worker) -> bool:

@@ -39,6 +39,19 @@ class DatasetState(StrEnum):
     DELETED = "DELETED"
     SUPERSEDED = "SUPERSEDED"
     """A newer job output over the same interval replaced it (types with ``supersede``)."""
+    MISSING = "MISSING"
+    """``dpct store check --repair`` found no file for it: never an input again."""
+    CORRUPT = "CORRUPT"
+    """``dpct store check --repair`` found its file's size or SHA-256 changed; the file is
+    kept for inspection, never an input again."""
+
+
+FILED_DATASET_STATES = frozenset(
+    {DatasetState.AVAILABLE, DatasetState.SUPERSEDED, DatasetState.RETRACTED}
+)
+"""Datasets whose file must exist and match its row (DELETED ones have none)."""
+LOST_DATASET_STATES = frozenset({DatasetState.MISSING, DatasetState.CORRUPT})
+"""Datasets whose bytes are gone or wrong: a re-delivery of the same bytes registers anew."""
 
 
 @dataclass(frozen=True, slots=True)

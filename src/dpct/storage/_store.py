@@ -15,6 +15,8 @@ import os
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -29,6 +31,10 @@ from dpct.errors import BadInput, SchemaMismatch
 from dpct.storage._records import OutputFile
 
 CHUNK = 1 << 20
+TMP_SUFFIX = ".tmp"
+"""Appended to a product's name while it is written (local stores): ``….parquet.tmp``.
+Since a job's product name carries its job, attempt and lease token, so does its
+temporary name: a leftover tells whose write was cut short."""
 
 
 def product_name(spec: DataSpec, tag: str) -> str:
@@ -39,6 +45,32 @@ def product_name(spec: DataSpec, tag: str) -> str:
     if spec.fov is not None:
         name += f"_f{spec.fov}"
     return f"{name}_{tag}.parquet"
+
+
+@dataclass(frozen=True, slots=True)
+class StoredFile:
+    """A file found under a store's root (see ``ProductStore.files``)."""
+
+    location: str
+    bytes: int
+    modified: float | None
+    """Last modification (epoch seconds); None where the filesystem does not say."""
+
+
+def _modified(info: dict[str, Any]) -> float | None:
+    """The modification time in an fsspec ``info`` dict, whatever the backend calls it."""
+    for key in ("mtime", "LastModified", "last_modified", "updated", "created"):
+        value = info.get(key)
+        if isinstance(value, datetime):
+            return value.timestamp()
+        if isinstance(value, int | float):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+            except ValueError:
+                continue
+    return None
 
 
 def _fsync(path: str | Path) -> None:
@@ -159,6 +191,9 @@ class ProductStore:
                     os.replace(source, tmp)
                 except OSError:
                     shutil.copyfile(source, tmp)
+                # A rename keeps the staged file's age; the store check's grace period
+                # counts from the file's arrival here, so the file must look new.
+                os.utime(tmp)
         else:
             self.fs.makedirs(self.fs._parent(self._path(location)), exist_ok=True)
             self.fs.put_file(str(source), self._path(location))
@@ -169,7 +204,7 @@ class ProductStore:
         """Yield a temporary path; on success it is fsynced and renamed to ``location``."""
         final = Path(location)
         final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = final.with_name(final.name + ".tmp")
+        tmp = final.with_name(final.name + TMP_SUFFIX)
         try:
             yield str(tmp)
             # Durable before it is registered: a database row must never outlive its bytes.
@@ -178,6 +213,15 @@ class ProductStore:
             _fsync(final.parent)
         finally:
             tmp.unlink(missing_ok=True)
+
+    # ---------------------------------------------------------------- listing -----
+    def files(self) -> Iterator[StoredFile]:
+        """Every file under the root, temporary ones included, in no particular order."""
+        if not self.fs.exists(self.root):
+            return
+        for path, info in self.fs.find(self.root, detail=True).items():
+            if info.get("type", "file") == "file":
+                yield StoredFile(self._url(path), int(info.get("size") or 0), _modified(info))
 
     # ---------------------------------------------------------------- reading -----
     def open(self, location: str) -> BinaryIO:
@@ -218,6 +262,12 @@ class ProductStore:
         except FileNotFoundError:
             return False
         return True
+
+    def discard(self, location: str) -> None:
+        """Remove a file and the temporary file of a write to it that was cut short."""
+        self.delete(location)
+        if self.local:
+            Path(location + TMP_SUFFIX).unlink(missing_ok=True)
 
 
 def store_at(root: str | Path) -> ProductStore:

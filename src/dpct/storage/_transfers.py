@@ -21,6 +21,7 @@ from sqlalchemy.engine import Connection
 from dpct.storage._datasets import _dataset_row
 from dpct.storage._events import add_events
 from dpct.storage._records import (
+    LOST_DATASET_STATES,
     DatasetRow,
     DatasetState,
     TransferClaimRow,
@@ -425,7 +426,8 @@ def find_dataset_by_checksum(conn: Connection, checksum: str, data_type: str) ->
     """A dataset holding these exact bytes as this type, unless only deleted ones remain.
 
     Retracted datasets count: re-delivering retracted data must not bring it back
-    silently. Deleted ones (files gone by retention) do not, so a re-delivery restores.
+    silently. Deleted ones (files gone by retention) do not, nor do those the store check
+    found MISSING or CORRUPT, so a re-delivery restores.
     """
     d = datasets.c
     query = (
@@ -433,7 +435,7 @@ def find_dataset_by_checksum(conn: Connection, checksum: str, data_type: str) ->
         .where(
             d.checksum == checksum,
             d.data_type == data_type,
-            d.state != DatasetState.DELETED,
+            d.state.not_in([DatasetState.DELETED, *LOST_DATASET_STATES]),
         )
         .order_by(d.id)
         .limit(1)

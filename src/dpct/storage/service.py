@@ -6,6 +6,10 @@ import time
 
 from dpct.datamodel import DATA_TYPES
 from dpct.errors import BadInput, NotFound
+from dpct.storage._check import BadDataset as BadDataset
+from dpct.storage._check import OrphanFile as OrphanFile
+from dpct.storage._check import StoreCheckReport as StoreCheckReport
+from dpct.storage._check import check_store as check_store
 from dpct.storage._database import Database
 from dpct.storage._datasets import get_dataset, list_datasets
 from dpct.storage._records import DatasetRow, DatasetState

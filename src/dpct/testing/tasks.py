@@ -57,6 +57,24 @@ def make(config: MakeConfig, spec: DataSpec) -> pa.Table:
     return pa.table({"obmt_ns": t, "value": np.arange(config.rows, dtype=np.float64)})
 
 
+class GateConfig(BaseModel, extra="forbid"):
+    started: str = ""  # a file touched when an attempt starts
+    gate: str = ""  # a file the attempt waits for before making its output
+    rows: int = 10  # random values, so that millions of rows take a while to write
+
+
+@task("testing.gated", outputs={"counts": "testing_counts"}, config=GateConfig)
+def gated(config: GateConfig, spec: DataSpec) -> pa.Table:
+    """Says it started, waits for the gate, then makes ``rows`` random samples: a test
+    can act while the job runs, or (with many rows) while its output is being written."""
+    if config.started:
+        Path(config.started).touch()
+    while config.gate and not Path(config.gate).exists():
+        time.sleep(0.01)
+    t = np.linspace(spec.start_ns, spec.end_ns - 1, config.rows).astype(np.int64)
+    return pa.table({"obmt_ns": t, "value": np.random.default_rng().random(config.rows)})
+
+
 class ScaleConfig(BaseModel, extra="forbid"):
     factor: float = 2.0
     seconds: float = 0.0
