@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import random
 import shutil
@@ -675,6 +676,20 @@ def check(soak: Soak) -> dict[str, int]:
         log(f"orphaned: {p.relative_to(soak.home)}")
     staging = soak.home / "transfer" / "staging"
     leftovers = [p for p in staging.rglob("*") if p.is_file()] if staging.exists() else []
+    # dpct's own check must agree: it is what an operator runs after an incident.
+    checked = subprocess.run(
+        soak.dpct("store", "check", "--grace", "0", "--json"),
+        env=soak.env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    try:
+        report = json.loads(checked.stdout)
+        store_check_problems = int(report["unresolved"])
+    except (ValueError, KeyError):
+        log(f"dpct store check exited {checked.returncode}: {checked.stderr.strip()[-500:]}")
+        store_check_problems = 1
 
     out["workflows"] = sum(wf_status.values())
     out["workflows SUCCESS"] = wf_status.get("SUCCESS", 0)
@@ -692,6 +707,7 @@ def check(soak: Soak) -> dict[str, int]:
     out["corrupted"] = corrupted
     out["missing"] = missing
     out["orphaned"] = len(orphans)
+    out["store check problems"] = store_check_problems
     out["staging leftovers"] = len(leftovers)
     out["transfers left RUNNING"] = int(stale)
     tracebacks: Counter[str] = Counter()
@@ -703,19 +719,27 @@ def check(soak: Soak) -> dict[str, int]:
     return out
 
 
-MUST_BE_ZERO = ("not_final", "lost", "duplicated", "corrupted", "missing", "orphaned")
+MUST_BE_ZERO = (
+    "not_final",
+    "lost",
+    "duplicated",
+    "corrupted",
+    "missing",
+    "orphaned",
+    "store check problems",
+)
 
 
 def summary_rows(soak: Soak, found: dict[str, int], case: str, seconds: float) -> list[Row]:
-    rows = [Row("soak", case, "minutes", round(seconds / 60, 2), "min")]
+    rows = [Row("dpct", case, "minutes", round(seconds / 60, 2), "min")]
     for kind in ("node", "worker", "coordinator", "pull", "postgres"):
-        rows.append(Row("soak", case, f"killed {kind}", soak.killed.get(kind, 0), "count"))
+        rows.append(Row("dpct", case, f"killed {kind}", soak.killed.get(kind, 0), "count"))
     for kind in ("node", "coordinator"):  # restarted by the soak, as systemd would
-        rows.append(Row("soak", case, f"exited alone {kind}", soak.crashed[kind], "count"))
-    rows.append(Row("soak", case, "pulls", soak.pulls.get("started", 0), "count"))
-    rows.append(Row("soak", case, "pulls failed, not killed", soak.pulls.get("failed", 0), "count"))
+        rows.append(Row("dpct", case, f"exited alone {kind}", soak.crashed[kind], "count"))
+    rows.append(Row("dpct", case, "pulls", soak.pulls.get("started", 0), "count"))
+    rows.append(Row("dpct", case, "pulls failed, not killed", soak.pulls.get("failed", 0), "count"))
     for name, value in found.items():
-        rows.append(Row("soak", case, name, value, "count"))
+        rows.append(Row("dpct", case, name, value, "count"))
     return rows
 
 

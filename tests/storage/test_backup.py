@@ -32,6 +32,7 @@ from dpct.storage import backup as backup_service
 from dpct.storage._admin import drop_postgres_database
 from dpct.storage._retention import mark_deleted
 from dpct.storage._schema import datasets, events
+from dpct.storage.service import check_store
 from dpct.testing import POSTGRES_ADMIN_URL, postgres_database
 from dpct.workflows import service
 
@@ -213,6 +214,8 @@ def test_backup_while_a_node_runs_jobs_then_wipe_and_restore(
         restored_url = pg_url or f"sqlite:///{new_home / 'dpct.sqlite3'}"
         states = verify_store(restored_url, new_home / "products")
         assert len(states) == len(m1["files"])
+        checked = dpct_json(renv, "store", "check", "--grace", "0")
+        assert checked["clean"], checked
 
         restored_workflows = dpct_json(renv, "workflow", "list", "-n", "1000")
         restored_datasets = dpct_json(renv, "datasets", "-n", "1000")
@@ -310,6 +313,12 @@ def test_files_gone_after_the_snapshot_are_reported_and_restored_as_deleted(
         assert out.files == 1 and {m.dataset_id for m in out.lost} == set(why)
         url = pg_url or f"sqlite:///{new_home / 'dpct.sqlite3'}"
         states = verify_store(url, new_home / "products")
+        restored = Settings(home=new_home, database_url=url)
+        restored_db = Database(url)
+        try:
+            assert check_store(restored_db, restored, grace_s=0).clean
+        finally:
+            restored_db.dispose()
         assert states == {
             corrupt.id: "DELETED",
             damaged.id: "DELETED",

@@ -13,6 +13,7 @@ from dpct.cli._render import console, emit_json, status, table
 from dpct.datamodel import NS_PER_S, parse_duration_ns
 from dpct.errors import BadInput
 from dpct.storage import service as storage_service
+from dpct.transfer import recover_stale_transfers
 
 store_app = typer.Typer(help="The product store: retention per data type, pruning, checking.")
 
@@ -107,6 +108,14 @@ def check(
     """Check that the product store and the datasets agree: orphan files, missing files,
     corrupt files. Exits 1 when problems were found and are not repaired."""
     grace_s = _seconds(grace, "--grace")
+    # A pull killed mid-delivery holds claims on store files it never registered; its
+    # own recovery removes exactly those, whatever their age, before orphans are judged.
+    recovered = recover_stale_transfers(database())
+    if recovered.failed and not as_json:
+        console.print(
+            f"transfers {', '.join(map(str, recovered.failed))}: process gone, marked FAILED; "
+            f"{len(recovered.removed)} unregistered files of theirs removed"
+        )
     report = storage_service.check_store(
         database(), settings(), repair=repair, grace_s=grace_s, checksums=not fast
     )
