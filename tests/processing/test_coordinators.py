@@ -44,7 +44,8 @@ def test_second_coordinator_stands_by_and_takes_over_when_the_first_is_killed(
 ) -> None:
     # The coordinator lease lasts DPCT_NODE_DOWN_AFTER_S: long enough here that a starved
     # active coordinator keeps it on a busy machine (losing it would be safe, only noisy).
-    env = {**env, "DPCT_NODE_DOWN_AFTER_S": "8"}
+    # Job leases too: three lost to starvation would use up a job's attempts.
+    env = {**env, "DPCT_NODE_DOWN_AFTER_S": "8", "DPCT_LEASE_S": "8"}
     register(db, tmp_path, "Make", [{"name": "m", "task": "testing.make", "partition": "6h"}])
     register(
         db,
