@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 import signal
+import sqlite3
 import time
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import sqlalchemy as sa
 from tests.helpers import register, wait_for
 
 from dpct.config import Settings
+from dpct.events import service as event_service
 from dpct.processing import LocalCluster
 from dpct.processing import service as processing_service
 from dpct.storage import Database
@@ -25,6 +27,10 @@ from dpct.workflows import service
 pytestmark = pytest.mark.acceptance
 DAY = 6000
 ENDED = {"SUCCESS", "FAILED", "PARTIALLYSUCCESS", "CANCELLED"}
+LOADED = {"DPCT_LEASE_S": "8"}
+"""For tests that require every job to succeed: on a busy machine a node starved of CPU
+for a 2 s lease loses it (legitimately), and three such losses would use up a task's
+attempts. A longer lease makes that unlikely; the tests still reap and retry."""
 
 
 def _jobs(db: Database, wf: int):
@@ -47,6 +53,68 @@ def _datasets_by_job(db: Database) -> dict[int, list[str]]:
     return out
 
 
+def _locks_free(db: Database, job_id: int, node: str) -> bool:
+    """Can another writer get what the coordinator needs to reap ``job_id``?
+
+    A process stopped inside a write transaction keeps its locks: on SQLite the one
+    write lock (every writer waits), on PostgreSQL its rows (the coordinator's reap of
+    that job waits). Only the stopped process can hold them: a few seconds' wait tells.
+    """
+    try:
+        with db.engine.connect() as conn:
+            raw = conn.connection.driver_connection
+            if db.is_sqlite:
+                raw.execute("PRAGMA busy_timeout=5000")
+                raw.execute("BEGIN IMMEDIATE")
+                raw.execute("ROLLBACK")
+                raw.execute("PRAGMA busy_timeout=60000")
+                return True
+            with conn.begin():
+                conn.exec_driver_sql("SET LOCAL lock_timeout = '5s'")
+                conn.execute(
+                    sa.text("SELECT id FROM jobs WHERE id = :j FOR UPDATE"), {"j": job_id}
+                ).all()
+                conn.execute(
+                    sa.text("SELECT name FROM nodes WHERE name = :n FOR UPDATE"), {"n": node}
+                ).all()
+            return True
+    except (sa.exc.OperationalError, sqlite3.OperationalError):
+        return False
+
+
+def _pause(cluster: LocalCluster, name: str, db: Database, job_id: int) -> int:
+    """SIGSTOP ``name`` at a moment it holds no database lock; returns the tries it took.
+
+    A node paused inside one of its (short, SQL-only) transactions would stall the
+    others until it resumes (see docs/operations.md); that is not what is tested here.
+    """
+    for tries in range(1, 51):
+        cluster.signal(name, signal.SIGSTOP)
+        if _locks_free(db, job_id, name):
+            return tries
+        cluster.signal(name, signal.SIGCONT)
+        time.sleep(0.05 * tries)
+    raise AssertionError(f"{name} held a database lock at each of 50 pauses")
+
+
+def _kill_while_running(cluster: LocalCluster, db: Database, wf: int, name: str) -> set[int]:
+    """SIGKILL ``name`` while it holds jobs; returns them (each must be run again).
+
+    Stopped first, the node commits nothing more, so what it holds cannot end between
+    the look and the kill, however slowly this test runs.
+    """
+    for _ in range(100):
+        wait_for(lambda: _running_on(db, wf, name), timeout=300, what=f"a job on {name}")
+        cluster.signal(name, signal.SIGSTOP)
+        held = {j.id for j in _running_on(db, wf, name)}
+        if held:
+            cluster.signal(name, signal.SIGKILL)
+            cluster.processes[name].wait(60)
+            return held
+        cluster.signal(name, signal.SIGCONT)
+    raise AssertionError(f"{name} never held a job when stopped")
+
+
 def test_node_killed_mid_job_every_job_succeeds_once(
     db: Database, settings: Settings, env: dict[str, str], tmp_path: Path
 ) -> None:
@@ -54,58 +122,88 @@ def test_node_killed_mid_job_every_job_succeeds_once(
         db,
         tmp_path,
         "K",
-        [{"name": "m", "task": "testing.make", "partition": "3h", "params": {"seconds": 1.0}}],
+        [{"name": "m", "task": "testing.make", "partition": "3h", "params": {"seconds": 2.0}}],
     )
     wf = service.submit(db, "K", service.day_spec("testing_counts", DAY))
+    env = {**env, **LOADED}
     cluster = LocalCluster(env, nodes=2, slots=1, log_dir=tmp_path / "procs")
     with cluster:
-        victim = wait_for(lambda: _running_on(db, wf, "pfs.pr1"), what="a job running on pr1")[0]
-        cluster.signal("pfs.pr1", signal.SIGKILL)
-        wait_for(lambda: _ended(db, wf), timeout=90, what="workflow end")
+        stranded = _kill_while_running(cluster, db, wf, "pfs.pr1")
+        wait_for(lambda: _ended(db, wf), timeout=600, what="workflow end")
+        wait_for(
+            lambda: {n.name: n.status for n in processing_service.nodes(db)}["pfs.pr1"] == "DOWN",
+            timeout=300,
+            what="pr1 marked DOWN",
+        )
     jobs = _jobs(db, wf)
     assert {j.status for j in jobs} == {"SUCCESS"}
-    assert {j.id: j.attempts for j in jobs if j.attempts != 1} == {victim.id: 2}
-    assert next(j for j in jobs if j.id == victim.id).node == "pfs.pr2"
+    # Under load a starved node may also lose a lease and its job run again, so attempts
+    # are not counted; what must hold is that every job succeeded exactly once.
+    for j in jobs:
+        if j.id in stranded:
+            assert j.attempts >= 2 and j.node == "pfs.pr2", j
     published = _datasets_by_job(db)
     assert sorted(published) == sorted(j.id for j in jobs)
     assert all(len(v) == 1 for v in published.values())
-    events = [
-        e
-        for e in __import__("dpct.events", fromlist=["service"]).service.events(
-            db, limit=1000, kind="job.success"
-        )
-    ]
+    events = event_service.events(db, limit=1000, kind="job.success")
     assert sorted(int(e.object_id) for e in events) == sorted(j.id for j in jobs)
-    nodes = {n.name: n.status for n in processing_service.nodes(db)}
-    assert nodes["pfs.pr1"] == "DOWN"
+
+
+def _attempt_running(db: Database, wf: int, node: str, settings: Settings):
+    """The job and attempt that ``node``'s worker has begun (not merely leased), if any.
+
+    Under load a starved node may lose a lease before its worker starts; the attempt
+    number is read each time, so a re-leased job is followed.
+    """
+    for job in _running_on(db, wf, node):
+        log = settings.logs_dir / f"workflow-{wf}" / f"job-{job.id}.log"
+        if log.exists() and f"attempt {job.attempts} of job {job.id}:" in log.read_text():
+            return job
+    return None
 
 
 def test_paused_node_completion_is_rejected(
     db: Database, settings: Settings, env: dict[str, str], tmp_path: Path
 ) -> None:
-    register(db, tmp_path, "S", [{"name": "m", "task": "testing.make", "params": {"seconds": 1.5}}])
+    register(db, tmp_path, "S", [{"name": "m", "task": "testing.make", "params": {"seconds": 5.0}}])
     wf = service.submit(db, "S", service.day_spec("testing_counts", DAY))
+    env = {**env, **LOADED}
     cluster = LocalCluster(env, nodes=1, slots=1, log_dir=tmp_path / "procs")
+    products = settings.products_dir
     with cluster:
-        (job,) = wait_for(lambda: _running_on(db, wf, "pfs.pr1"), what="job on pr1")
-        cluster.signal("pfs.pr1", signal.SIGSTOP)
+        job = wait_for(
+            lambda: _attempt_running(db, wf, "pfs.pr1", settings),
+            timeout=300,
+            what="pr1's worker running an attempt",
+        )
+        _pause(cluster, "pfs.pr1", db, job.id)
+        (held,) = _jobs(db, wf)
+        assert (held.status, held.node, held.attempts) == ("RUNNING", "pfs.pr1", job.attempts), (
+            "pr1 finished the 5 s attempt before the test could pause it"
+        )
         cluster.start_node("pfs.pr2")
-        wait_for(lambda: _ended(db, wf), timeout=60, what="retry on pr2")
-        products = settings.products_dir
-        stale = f"j{job.id}a1-"
-        assert any(stale in p.name for p in products.rglob("*.parquet")), "pr1's attempt file"
+        wait_for(lambda: _ended(db, wf), timeout=600, what="the job retried on pr2")
+        stale = f"j{job.id}a{job.attempts}-"
+        # pr1's worker is not paused: it finishes the attempt that pr1 can no longer commit.
+        wait_for(
+            lambda: any(stale in p.name for p in products.rglob("*.parquet")),
+            timeout=300,
+            what="pr1's attempt file",
+        )
         cluster.signal("pfs.pr1", signal.SIGCONT)
         wait_for(
             lambda: not any(stale in p.name for p in products.rglob("*.parquet")),
+            timeout=300,
             what="the rejected attempt's output removed",
         )
         log = tmp_path / "procs" / "pfs.pr1.log"
-        wait_for(lambda: "rejected" in log.read_text(), what="rejection logged")
+        wait_for(lambda: "rejected" in log.read_text(), timeout=300, what="rejection logged")
     (done,) = _jobs(db, wf)
-    assert done.status == "SUCCESS" and done.attempts == 2 and done.node == "pfs.pr2"
+    # A later attempt (a starved pr2 may lose a lease too), committed once, by pr2.
+    assert done.status == "SUCCESS" and done.attempts > job.attempts and done.node == "pfs.pr2"
     (location,) = _datasets_by_job(db)[job.id]
-    assert f"j{job.id}a2-" in location
-    assert len(list(settings.products_dir.rglob("*.parquet"))) == 1
+    assert f"j{job.id}a{done.attempts}-" in location
+    assert len(list(products.rglob("*.parquet"))) == 1
 
 
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)

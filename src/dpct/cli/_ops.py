@@ -106,11 +106,19 @@ def node_list(as_json: Json = False) -> None:
 
 
 @coordinator_app.command("start")
-def coordinator_start() -> None:
-    """Run the coordinator and workflow manager until SIGTERM."""
+def coordinator_start(
+    name: Annotated[
+        str | None,
+        typer.Option(
+            help="Node-monitor name, e.g. coordinator2 (shown as pfs.coordinator2); "
+            "default: the first free of pfs.coordinator, pfs.coordinator.2 …"
+        ),
+    ] = None,
+) -> None:
+    """Run a coordinator until SIGTERM: active, or standing by while another one is."""
     _logging()
     load_entry_points()  # a bad DPCT_TASK_MODULES stops it here, not at the first trigger
-    Coordinator(database(), settings()).run()
+    Coordinator(database(), settings(), name=name).run()
 
 
 def lineage(solution_id: int, as_json: Json = False) -> None:

@@ -45,10 +45,20 @@ class LocalCluster:
 
     def start(self) -> LocalCluster:
         if self.with_coordinator:
-            self._spawn("pfs.coordinator", ["coordinator", "start"])
+            self.start_coordinator()
         for k in range(1, self.n_nodes + 1):
             self.start_node(f"pfs.pr{k}")
         return self
+
+    def start_coordinator(
+        self, key: str = "pfs.coordinator", name: str | None = None
+    ) -> subprocess.Popen[bytes]:
+        """A coordinator process (``key`` names its log); a second one stands by.
+
+        Without ``name`` it takes the first free of pfs.coordinator, pfs.coordinator.2 …
+        """
+        args = [] if name is None else ["--name", name]
+        return self._spawn(key, ["coordinator", "start", *args])
 
     def start_node(self, name: str, slots: int | None = None) -> subprocess.Popen[bytes]:
         return self._spawn(

@@ -185,8 +185,14 @@ class Database:
             _, log_pages, _copied = raw.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
             if log_pages > _RESTART_PAGES:
                 # Readers kept the log from ever being fully copied and started over: a
-                # long log makes every page lookup slower. RESTART waits for them.
-                raw.execute("PRAGMA wal_checkpoint(RESTART)").fetchall()
+                # long log makes every page lookup slower. RESTART waits for them, and
+                # blocks writers while it waits: briefly, or a reader that is stopped
+                # (SIGSTOP) would stall every writer. It gives up and tries next tick.
+                raw.execute("PRAGMA busy_timeout=200")
+                try:
+                    raw.execute("PRAGMA wal_checkpoint(RESTART)").fetchall()
+                finally:
+                    raw.execute("PRAGMA busy_timeout=60000")
 
     def check_schema(self) -> None:
         """Raise SchemaOutdated unless the database is at this dpct's schema head."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from dpct.storage._schema import cursors, trigger_firings, workflows
@@ -13,22 +14,19 @@ from dpct.storage._schema import cursors, trigger_firings, workflows
 def claim_firing(conn: Connection, descriptor: str, key: str, now: float) -> int | None:
     """Reserve the firing ``(descriptor, key)``; None if it already fired.
 
-    The unique constraint makes this safe when two coordinators race.
+    One statement that inserts unless the key exists (ON CONFLICT DO NOTHING): when two
+    coordinators, or a coordinator and a submit, race for the same firing, the second
+    waits for the first's commit and then finds it made. A firing made by someone else
+    is the normal outcome of that race, not an error.
     """
-    exists = conn.execute(
-        sa.select(trigger_firings.c.id).where(
-            trigger_firings.c.descriptor == descriptor, trigger_firings.c.key == key
-        )
-    ).first()
-    if exists:
-        return None
-    return int(
-        conn.execute(
-            sa.insert(trigger_firings)
-            .values(descriptor=descriptor, key=key, fired_at=now)
-            .returning(trigger_firings.c.id)
-        ).scalar_one()
+    statement = (
+        _insert(conn, trigger_firings)
+        .values(descriptor=descriptor, key=key, fired_at=now)
+        .on_conflict_do_nothing(index_elements=["descriptor", "key"])
+        .returning(trigger_firings.c.id)
     )
+    claimed = conn.execute(statement).scalar()
+    return None if claimed is None else int(claimed)
 
 
 def record_firing_workflow(conn: Connection, firing_id: int, workflow_id: int) -> None:
@@ -88,8 +86,14 @@ def get_cursor(conn: Connection, name: str) -> float | None:
 
 
 def set_cursor(conn: Connection, name: str, position: float) -> None:
-    updated = conn.execute(
-        sa.update(cursors).where(cursors.c.name == name).values(position=position)
+    """Insert or move the cursor in one statement, so two writers never both insert it."""
+    statement = _insert(conn, cursors).values(name=name, position=position)
+    conn.execute(
+        statement.on_conflict_do_update(index_elements=["name"], set_={"position": position})
     )
-    if updated.rowcount == 0:
-        conn.execute(sa.insert(cursors).values(name=name, position=position))
+
+
+def _insert(conn: Connection, table: sa.Table):  # type: ignore[no-untyped-def]
+    """The backend's INSERT, which knows ON CONFLICT (both backends support it)."""
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    return dialect.insert(table)

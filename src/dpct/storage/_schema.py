@@ -196,6 +196,19 @@ nodes = sa.Table(
     sa.Column("heartbeat_at", Time, nullable=False),
 )
 
+coordinator_lease = sa.Table(
+    "coordinator_lease",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("holder", sa.String(64), nullable=False),
+    sa.Column("token", sa.String(36), nullable=False),
+    sa.Column("host", sa.String(255), nullable=False),
+    sa.Column("pid", sa.Integer, nullable=False),
+    sa.Column("since", Time, nullable=False),
+    sa.Column("expires_at", Time, nullable=False),
+)
+"""One row: which coordinator is active (its node-monitor name and token) and until when."""
+
 events = sa.Table(
     "events",
     metadata,
