@@ -48,12 +48,7 @@ def create(dest: Dest, as_json: Json = False) -> None:
         f"({result.bytes_copied} bytes), {result.reused} already in {dest}"
     )
     for m in result.missing:
-        err_console.print(
-            f"warning: dataset {m.dataset_id} ({m.location}) not backed up: {m.reason}",
-            markup=False,
-            highlight=False,
-            soft_wrap=True,
-        )
+        _warn(f"dataset {m.dataset_id} ({m.location}) not backed up: {m.reason}")
 
 
 @backup_app.command("list")
@@ -111,12 +106,7 @@ def restore(
         f"{result.relocated} locations rewritten"
     )
     for m in result.lost:
-        err_console.print(
-            f"warning: dataset {m.dataset_id} marked DELETED: {m.reason}",
-            markup=False,
-            highlight=False,
-            soft_wrap=True,
-        )
+        _warn(f"dataset {m.dataset_id} marked DELETED: {m.reason}")
     env = f"DPCT_HOME={result.home}"
     if result.database_url:
         env += f" DPCT_DATABASE_URL={result.database_url}"
@@ -125,3 +115,8 @@ def restore(
     console.print(f"use it with: {env}")
     if result.needs_upgrade:
         console.print(f"the database is at schema {result.schema_revision}: run `dpct db upgrade`")
+
+
+def _warn(text: str) -> None:
+    """One line on stderr, printed as is: reasons quote paths and brackets."""
+    err_console.print(f"warning: {text}", markup=False, highlight=False, soft_wrap=True)
