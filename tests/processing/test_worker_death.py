@@ -196,6 +196,8 @@ def test_node_and_worker_killed_while_writing_check_repairs(
     procs = tmp_path / "procs"
     with LocalCluster(env, nodes=1, slots=1, log_dir=procs) as cluster:
         job_id, worker, partial = _stopped_mid_write(db, settings, cluster, tmp_path)
+        cluster.signal("pfs.coordinator", signal.SIGKILL)  # the whole host goes down
+        cluster.processes["pfs.coordinator"].wait(30)
         cluster.signal("pfs.pr1", signal.SIGKILL)
         cluster.processes["pfs.pr1"].wait(30)
         os.kill(worker, signal.SIGKILL)  # stopped: it never saw its node go
@@ -214,6 +216,7 @@ def test_node_and_worker_killed_while_writing_check_repairs(
         assert fixed.returncode == 0, fixed.stdout + fixed.stderr
         assert not partial.exists() and _store_files(settings) == _registered(db)
 
+        cluster.start_coordinator()
         cluster.start_node("pfs.pr2")
         job = wait_for(
             lambda: (j := service.job(db, job_id)[0]).status == "SUCCESS" and j,
@@ -223,6 +226,34 @@ def test_node_and_worker_killed_while_writing_check_repairs(
     assert job.node == "pfs.pr2" and job.attempts >= 2
     assert _store_files(settings) == _registered(db)
     assert _dpct(env, "store", "check", "--grace", "0").returncode == 0
+
+
+def test_files_of_a_dead_nodes_attempt_go_when_its_lease_is_reaped(
+    db: Database, settings: Settings, env: dict[str, str], tmp_path: Path
+) -> None:
+    """A node and its worker die, the coordinator lives: the reaper deletes the files."""
+    procs = tmp_path / "procs"
+    with LocalCluster(env, nodes=1, slots=1, log_dir=procs) as cluster:
+        job_id, worker, partial = _stopped_mid_write(db, settings, cluster, tmp_path)
+        cluster.signal("pfs.pr1", signal.SIGKILL)
+        cluster.processes["pfs.pr1"].wait(30)
+        os.kill(worker, signal.SIGKILL)  # stopped: it never saw its node go
+        wait_for(lambda: not _alive(worker), what="the worker gone")
+        assert str(partial) in _store_files(settings) - _registered(db)
+        wait_for(
+            lambda: service.job(db, job_id)[0].status != "RUNNING",
+            timeout=300,
+            what="the expired lease reaped",
+        )
+        wait_for(lambda: not partial.exists(), timeout=60, what="the attempt's files deleted")
+        cluster.start_node("pfs.pr2")
+        job = wait_for(
+            lambda: (j := service.job(db, job_id)[0]).status == "SUCCESS" and j,
+            timeout=300,
+            what="the job retried on pr2",
+        )
+    assert job.node == "pfs.pr2" and job.attempts >= 2
+    assert _store_files(settings) == _registered(db)
 
 
 def test_orphaned_worker_of_a_killed_node_writes_nothing(

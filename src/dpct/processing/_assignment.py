@@ -185,12 +185,24 @@ def discard_outputs(completion: Completion) -> None:
     _discard(completion)
 
 
-def attempt_tag(a: Assignment) -> str:
+def attempt_tag(a: Assignment | Attempt) -> str:
     """The part of an attempt's product names that is unique to it (job, attempt, token)."""
     return f"j{a.job_id}a{a.attempt}-{a.token[:8]}"
 
 
-def discard_attempt(a: Assignment) -> None:
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """What names an attempt's files: enough to delete them without its assignment."""
+
+    job_id: int
+    attempt: int
+    token: str
+    task_type: str
+    spec: DataSpec
+    store_root: str
+
+
+def discard_attempt(a: Assignment | Attempt) -> None:
     """Delete whatever an unreported attempt may have written, finished or not.
 
     For an attempt whose worker was killed or whose node died: its report never reached

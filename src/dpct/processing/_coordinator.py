@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 
 from dpct.config import Settings
 from dpct.errors import Conflict
+from dpct.processing._assignment import Attempt, discard_attempt
 from dpct.storage import (
     Completion,
     Database,
@@ -29,6 +30,7 @@ from dpct.storage import (
     claim_node_name,
     commit_completions,
     expired_leases,
+    get_job,
     hold_leadership,
     mark_silent_nodes_down,
     node_down,
@@ -48,10 +50,27 @@ STANDBY = "standby"
 
 
 def reap_expired_leases(db: Database, settings: Settings, now: float) -> list[int]:
-    """Treat every RUNNING job whose lease ran out as a failed attempt (retried if allowed)."""
+    """Treat every RUNNING job whose lease ran out as a failed attempt (retried if allowed).
+
+    The files a reaped attempt wrote are deleted once the verdict is committed: its node
+    is gone or cut off (a SIGKILL between the worker's report and the node's commit, a
+    database outage), so nothing else would, and each would stay an orphan until
+    ``dpct store check --repair``. A node that was only paused and writes later has its
+    completion refused by the fencing token, and deletes those files itself.
+    """
+    attempts: list[Attempt] = []
 
     def work(conn) -> list[int]:
         expired = expired_leases(conn, now)
+        attempts.clear()
+        for job_id, token, _ in expired:
+            job = get_job(conn, job_id)
+            if job is not None and token:
+                attempts.append(
+                    Attempt(
+                        job_id, job.attempts, token, job.task_type, job.spec, settings.store_root
+                    )
+                )
         completions = [
             Completion(
                 job_id=job_id,
@@ -68,7 +87,14 @@ def reap_expired_leases(db: Database, settings: Settings, now: float) -> list[in
         )
         return result.accepted
 
-    return db.run_write(work)
+    reaped = db.run_write(work)
+    for attempt in attempts:
+        if attempt.job_id in reaped:
+            try:
+                discard_attempt(attempt)
+            except Exception:  # the store check's grace period still catches it
+                log.warning("could not delete the files of expired job %s", attempt.job_id)
+    return reaped
 
 
 def tick(
