@@ -65,6 +65,7 @@ from _common import Row, parser, report
 from dpct.config import Settings
 from dpct.storage import Database
 from dpct.storage._schema import datasets, events, jobs, solutions, transfers, workflows
+from dpct.testing.postgres import PostgresCluster, PostgresUnavailable, free_port
 from dpct.transfer._manifest import read_manifest
 
 HERE = Path(__file__).parent
@@ -167,73 +168,6 @@ def worker_pids(parent: int) -> list[int]:
     return found
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-# ---------------------------------------------------------------- PostgreSQL -----
-
-
-class Postgres:
-    """The soak's own PostgreSQL cluster on 127.0.0.1 (never the server on 5432)."""
-
-    def __init__(self) -> None:
-        versions = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
-        found = shutil.which("initdb")
-        initdb = Path(found).resolve() if found else (versions[-1] if versions else None)
-        if initdb is None:
-            raise SystemExit("PostgreSQL binaries (initdb, pg_ctl) not found; use --sqlite")
-        self.bin = initdb.parent
-        # Under /tmp, not the work folder: the postgres user must reach it, and a socket
-        # path must stay short.
-        self.folder = Path(tempfile.mkdtemp(prefix="dpct-soak-pg-"))
-        self.data = self.folder / "data"
-        self.port = free_port()
-        self.as_postgres = os.geteuid() == 0  # initdb and postgres refuse to run as root
-        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/dpct"
-
-    def _run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        command = [str(self.bin / args[0]), *args[1:]]
-        if self.as_postgres:
-            command = ["runuser", "-u", "postgres", "--", *command]
-        done = subprocess.run(command, capture_output=True, text=True, timeout=120)
-        if check and done.returncode != 0:
-            raise RuntimeError(f"{args[0]} exited {done.returncode}: {done.stderr.strip()}")
-        return done
-
-    def _options(self) -> str:
-        return f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1"
-
-    def init(self) -> None:
-        if self.as_postgres:
-            shutil.chown(self.folder, "postgres", "postgres")
-        self._run("initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8")
-        self.start()
-        self._run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "dpct")
-
-    def start(self) -> None:
-        log_file = str(self.folder / "postgres.log")
-        self._run(
-            "pg_ctl", "-D", str(self.data), "-o", self._options(), "-l", log_file, "-w", "start"
-        )
-
-    def stop(self, mode: str = "fast") -> None:
-        self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "stop", check=False)
-
-    def restart(self, mode: str, down_s: float) -> None:
-        """Stop (``fast``, or ``immediate``: a crash and recovery), stay down, start."""
-        self.stop(mode)
-        time.sleep(down_s)
-        self.start()
-
-    def stop_command(self) -> str:
-        """The shell line that stops the cluster, for the watchdog."""
-        stop = f"{self.bin / 'pg_ctl'} -D {self.data} -m immediate -w stop"
-        return f"runuser -u postgres -- {stop}" if self.as_postgres else stop
-
-
 def start_watchdog(parent: int, pid_file: Path, last_words: str) -> None:
     """A process that outlives a SIGKILLed soak: kills the sessions listed in
     ``pid_file`` (every child the soak started), then runs ``last_words``. A soak that
@@ -264,7 +198,7 @@ class Soak:
         self.logs = work / "logs"
         self.rng = random.Random(args.seed)
         self.procs = Processes(work / "pids")
-        self.postgres: Postgres | None = None
+        self.postgres: PostgresCluster | None = None
         self.env: dict[str, str] = {}
         self.db: Database | None = None
         self.services: dict[str, subprocess.Popen[bytes] | None] = {}
@@ -291,7 +225,10 @@ class Soak:
         env.pop("DPCT_DATABASE_URL", None)
         last_words = "" if self.args.keep else f"rm -rf {self.work}"
         if not self.args.sqlite:
-            self.postgres = Postgres()
+            try:
+                self.postgres = PostgresCluster(prefix="dpct-soak-pg-")
+            except PostgresUnavailable as err:
+                raise SystemExit(f"{err}; use --sqlite") from err
             last_words = (
                 f"{self.postgres.stop_command()}; rm -rf {self.postgres.folder}; {last_words}"
             )

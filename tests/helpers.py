@@ -30,3 +30,35 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 60.0, what: str = ""
             return value
         time.sleep(0.1)
     raise AssertionError(f"timed out after {timeout} s waiting for {what or predicate}")
+
+
+def proc_stat(pid: int) -> list[str] | None:
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return text.rsplit(")", 1)[1].split()  # [state, ppid, ...]
+
+
+def alive(pid: int) -> bool:
+    fields = proc_stat(pid)
+    return fields is not None and fields[0] not in ("Z", "X")
+
+
+def worker_of(node_pid: int) -> int:
+    """The pid of a 1-slot node's worker process (not multiprocessing's resource tracker)."""
+
+    def find() -> list[int]:
+        found = []
+        for entry in Path("/proc").iterdir():
+            stat = proc_stat(int(entry.name)) if entry.name.isdigit() else None
+            if stat is not None and stat[1] == str(node_pid):
+                try:
+                    if b"spawn_main" in (entry / "cmdline").read_bytes():
+                        found.append(int(entry.name))
+                except OSError:
+                    continue
+        return found
+
+    (pid,) = wait_for(find, what=f"the worker of node pid {node_pid}")
+    return pid

@@ -10,6 +10,10 @@ from pathlib import Path
 import pytest
 import requests
 
+from dpct.config import Settings
+from dpct.storage import Database, upgrade
+from dpct.testing.postgres import PostgresCluster, postgres_binaries_found
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -60,3 +64,22 @@ def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[S3]:
 
 
 __all__ = ["S3", "free_port", "s3"]
+
+
+@pytest.fixture
+def private_postgres() -> Iterator[PostgresCluster]:
+    """A PostgreSQL cluster of this test's own, on a free port, that it may restart
+    (never the shared server on 5432). Its database ``dpct`` is migrated to head."""
+    if not postgres_binaries_found():
+        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) not installed")
+    cluster = PostgresCluster(
+        prefix="dpct-test-pg-", server_settings={"idle_in_transaction_session_timeout": "1s"}
+    )
+    try:
+        cluster.init()
+        db = Database(Settings(database_url=cluster.url).url)
+        upgrade(db)
+        db.dispose()
+        yield cluster
+    finally:
+        cluster.remove()

@@ -18,7 +18,9 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from tests.helpers import alive as _alive
 from tests.helpers import register, wait_for
+from tests.helpers import worker_of as _worker_of
 
 from dpct.config import Settings
 from dpct.processing import LocalCluster
@@ -45,37 +47,6 @@ def env(env: dict[str, str]) -> dict[str, str]:
 
 
 # ----------------------------------------------------------------- processes
-
-
-def _stat(pid: int) -> list[str] | None:
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return text.rsplit(")", 1)[1].split()  # [state, ppid, ...]
-
-
-def _alive(pid: int) -> bool:
-    fields = _stat(pid)
-    return fields is not None and fields[0] not in ("Z", "X")
-
-
-def _worker_of(node_pid: int) -> int:
-    """The pid of a 1-slot node's worker process (not multiprocessing's resource tracker)."""
-
-    def find() -> list[int]:
-        found = []
-        for entry in Path("/proc").iterdir():
-            if entry.name.isdigit() and (_stat(int(entry.name)) or ["", ""])[1] == str(node_pid):
-                try:
-                    if b"spawn_main" in (entry / "cmdline").read_bytes():
-                        found.append(int(entry.name))
-                except OSError:
-                    continue
-        return found
-
-    (pid,) = wait_for(find, what=f"the worker of node pid {node_pid}")
-    return pid
 
 
 # ----------------------------------------------------------------- database and store

@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from dpct.config import Settings
 from dpct.errors import Conflict
 from dpct.processing._assignment import Attempt, discard_attempt
+from dpct.processing._outage import Outage
 from dpct.storage import (
     Completion,
     Database,
@@ -32,6 +33,7 @@ from dpct.storage import (
     expired_leases,
     get_job,
     hold_leadership,
+    is_outage,
     mark_silent_nodes_down,
     node_down,
     node_heartbeat,
@@ -155,17 +157,34 @@ class Coordinator:
         signal.signal(signal.SIGTERM, self.request_stop)
         signal.signal(signal.SIGINT, self.request_stop)
         self.name = self.db.run_write(self._up)
+        outage = Outage(self.name, log)
         try:
             while not self.stop_requests:
                 started = time.monotonic()
+                wait = 0.0
                 try:
                     self.turn(self.clock())
-                except Exception:  # keep coordinating; the error is logged
-                    log.exception("coordinator tick failed")
+                except Exception as err:  # keep coordinating; the error is logged
+                    if is_outage(err):
+                        wait = outage.failed(err, "coordinating again once it answers")
+                    else:
+                        log.exception("coordinator tick failed")
+                else:
+                    outage.recovered()
                 elapsed = time.monotonic() - started
-                time.sleep(max(0.0, self.settings.coordinator_tick_s - elapsed))
+                time.sleep(max(wait, self.settings.coordinator_tick_s - elapsed))
         finally:
-            self.db.run_write(self._down)
+            try:
+                self.db.run_write(self._down)
+            except Exception as err:
+                if not is_outage(err):
+                    raise
+                log.warning(
+                    "%s: could not record the stop, the metadata database is unreachable "
+                    "(%s); a standby takes over once the lease runs out",
+                    self.name,
+                    err,
+                )
 
     def turn(self, now: float) -> None:
         """Renew or take the lease (or stand by), then, if active, do a coordinator tick."""

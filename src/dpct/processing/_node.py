@@ -32,6 +32,7 @@ from dpct.processing._assignment import (
     make_assignment,
     resolve_inputs,
 )
+from dpct.processing._outage import Outage
 from dpct.processing._worker import Worker
 from dpct.storage import (
     CommitResult,
@@ -41,6 +42,8 @@ from dpct.storage import (
     commit_completions,
     extend_leases,
     hand_back,
+    is_outage,
+    is_registered_location,
     lease_jobs,
     node_down,
     node_heartbeat,
@@ -89,6 +92,7 @@ class Node:
         self.workers: list[Worker] = []
         self.stop_requests = 0
         self.pending: list[Completion] = []
+        self.outage = Outage(name, log)
 
     # ------------------------------------------------------------ signals
 
@@ -122,27 +126,40 @@ class Node:
                     self._stop_now()
                     return
                 draining = self.stop_requests == 1
-                self._collect(
-                    timeout=self.batch_window_s if self.pending else self._wait_time(idle_polls)
-                )
-                now = self.clock()
-                if now >= next_heartbeat:
-                    self._heartbeat(now)
-                    next_heartbeat = now + self.settings.heartbeat_s
-                busy = [w for w in self.workers if w.busy]
-                if draining and not busy and not self.pending and not self.returned:
-                    return
-                free = self.slots - sum(w.cores for w in busy)
-                want = 0 if draining else free
-                # Look for work when a worker is idle or runs its last queued short job.
-                starving = not draining and any(
-                    not w.busy or (len(w.queue) == 1 and self._room(w)) for w in self.workers
-                )
-                if self._commit_due(draining) or (starving and self._work_available(now)):
-                    leased = self._exchange(want, draining)
-                    idle_polls = 0 if leased or self.pending else idle_polls + 1
-                elif not self.pending:
-                    idle_polls += 1
+                if self.outage.down:
+                    # Workers keep running; collect their results while waiting to retry.
+                    self._collect(timeout=min(self.outage.wait_s(), 0.5))
+                    if self.outage.wait_s():
+                        continue
+                else:
+                    self._collect(
+                        timeout=self.batch_window_s if self.pending else self._wait_time(idle_polls)
+                    )
+                try:
+                    now = self.clock()
+                    if now >= next_heartbeat:
+                        self._heartbeat(now)
+                        next_heartbeat = now + self.settings.heartbeat_s
+                    busy = [w for w in self.workers if w.busy]
+                    if draining and not busy and not self.pending and not self.returned:
+                        return
+                    free = self.slots - sum(w.cores for w in busy)
+                    want = 0 if draining else free
+                    # Look for work when a worker is idle or runs its last queued short job.
+                    starving = not draining and any(
+                        not w.busy or (len(w.queue) == 1 and self._room(w)) for w in self.workers
+                    )
+                    if self._commit_due(draining) or (starving and self._work_available(now)):
+                        leased = self._exchange(want, draining)
+                        idle_polls = 0 if leased or self.pending else idle_polls + 1
+                    elif not self.pending:
+                        idle_polls += 1
+                except Exception as err:
+                    if not is_outage(err):
+                        raise
+                    self.outage.failed(err, "workers keep running and their results wait")
+                    continue
+                self.outage.recovered()
         finally:
             log.info("%s: stopping; %s", self.name, self.stats)
             for worker in self.workers:
@@ -150,7 +167,17 @@ class Node:
                     self._kill(worker)
                 else:
                     worker.stop()
-            self.db.run_write(lambda conn: node_down(conn, self.name, self.clock(), "stopped"))
+            try:
+                self.db.run_write(lambda conn: node_down(conn, self.name, self.clock(), "stopped"))
+            except Exception as err:
+                if not is_outage(err):
+                    raise
+                log.warning(
+                    "%s: could not record the stop, the metadata database is unreachable "
+                    "(%s); the coordinator marks the node down once it is silent",
+                    self.name,
+                    err,
+                )
 
     def _commit_due(self, draining: bool) -> bool:
         """Commit now, or let finished attempts gather into a bigger transaction?
@@ -316,9 +343,7 @@ class Node:
 
         def work(conn):
             now = self.clock()
-            result = commit_completions(
-                conn, completions, now=now, retry_backoff_s=self.settings.retry_backoff_s
-            )
+            result = self._commit(conn, completions, now)
             if returned:
                 hand_back(conn, returned, now)
             leased: list[LeasedJob] = []
@@ -367,10 +392,45 @@ class Node:
         self.returned = []
         self._discard_rejected(completions, result)
         for job, worker in zip(leased, idle, strict=False):
-            worker.give(make_assignment(job, inputs[job.id], self.settings), job.cores)
+            self._give(worker, make_assignment(job, inputs[job.id], self.settings), job.cores)
         for job, worker in zip(queued, queueable, strict=False):
-            worker.give(make_assignment(job, inputs[job.id], self.settings), job.cores)
+            self._give(worker, make_assignment(job, inputs[job.id], self.settings), job.cores)
         return len(leased) + len(queued)
+
+    def _give(self, worker: Worker, assignment: Assignment, cores: int) -> None:
+        """Hand a job to a worker; one that died since the last look gets it back unrun.
+
+        The job never started, so it goes back to the queue without counting an attempt;
+        the dead worker is replaced by the next collect (and an attempt it was running
+        fails as WorkerCrashed there, as for any crash).
+        """
+        if not worker.give(assignment, cores):
+            log.warning(
+                "%s: a worker died before it got job %d; handing the job back",
+                self.name,
+                assignment.job_id,
+            )
+            self.returned.append((assignment.job_id, assignment.token))
+
+    def _commit(self, conn: Connection, completions: list[Completion], now: float) -> CommitResult:
+        """Commit finished attempts; a rejected one whose outputs are registered was
+        committed already (by a transaction whose answer a dropped connection lost, then
+        retried): it is not rejected, and its files stay."""
+        result = commit_completions(
+            conn, completions, now=now, retry_backoff_s=self.settings.retry_backoff_s
+        )
+        if result.rejected:
+            rejected = set(result.rejected)
+            done = {
+                c.job_id
+                for c in completions
+                if c.job_id in rejected
+                and c.outputs
+                and all(is_registered_location(conn, o.location) for o in c.outputs)
+            }
+            if done:
+                result = CommitResult(sorted({*result.accepted, *done}), sorted(rejected - done))
+        return result
 
     def _discard_rejected(self, completions: list[Completion], result: CommitResult) -> None:
         rejected = set(result.rejected)
@@ -397,13 +457,23 @@ class Node:
 
         def work(conn: Connection) -> CommitResult:
             now = self.clock()
-            result = commit_completions(
-                conn, completions, now=now, retry_backoff_s=self.settings.retry_backoff_s
-            )
+            result = self._commit(conn, completions, now)
             hand_back(conn, held, now)
             return result
 
-        result = self.db.run_write(work)
+        try:
+            result = self.db.run_write(work)
+        except Exception as err:
+            if not is_outage(err):
+                raise
+            log.warning(
+                "%s: stopped at once, the metadata database is unreachable (%s); its %d "
+                "leases expire and those jobs are retried",
+                self.name,
+                err,
+                len(held) + len(completions),
+            )
+            return
         self.pending, self.returned = [], []
         self._discard_rejected(completions, result)
         log.info(

@@ -162,11 +162,16 @@ class Worker:
     def cores(self) -> int:
         return self.queue[0][1] if self.queue else 0
 
-    def give(self, assignment: Assignment, cores: int) -> None:
+    def give(self, assignment: Assignment, cores: int) -> bool:
+        """Send an assignment; False when the worker is gone (it was never queued)."""
+        try:
+            self.conn.send(assignment)
+        except OSError:  # BrokenPipeError: the worker died (killed) since the last look
+            return False
         if not self.queue:
             self.started = time.monotonic()
         self.queue.append((assignment, cores))
-        self.conn.send(assignment)
+        return True
 
     def done(self) -> Assignment:
         """The head finished; the next queued one (if any) starts now."""

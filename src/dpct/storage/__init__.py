@@ -5,7 +5,7 @@ the transaction (``with db.write() as conn:``), so a service can group several o
 into one atomic change.
 """
 
-from dpct.storage._database import Database, settings_database
+from dpct.storage._database import Database, is_outage, settings_database
 from dpct.storage._datasets import (
     add_datasets,
     coverage_gaps,
@@ -202,6 +202,7 @@ __all__ = [
     "head_revision",
     "hold_leadership",
     "insert_workflow",
+    "is_outage",
     "is_registered_location",
     "job_counts",
     "jobs_of",

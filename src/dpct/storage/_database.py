@@ -163,7 +163,17 @@ class Database:
             try:
                 with self.write() as conn:
                     return work(conn)
-            except sa.exc.OperationalError as err:
+            except sa.exc.DBAPIError as err:
+                # Not retried here when the connection was lost: the commit may have
+                # happened with only its answer lost. The caller decides.
+                if _connection_lost(err):
+                    raise DatabaseUnreachable(
+                        f"lost the connection to the metadata database at "
+                        f"{self.url.render_as_string()}: {_first_line(err)}; check "
+                        "that the server runs"
+                    ) from err
+                if not isinstance(err, sa.exc.OperationalError):
+                    raise
                 if attempt == attempts - 1 or not _is_retryable(err):
                     raise StorageError(
                         f"write to the metadata database failed: {_first_line(err)}"
@@ -275,6 +285,61 @@ def _is_retryable(err: sa.exc.OperationalError) -> bool:
         marker in text
         for marker in ("database is locked", "deadlock detected", "could not serialize")
     )
+
+
+_MISCONFIGURED = (
+    "authentication failed",
+    "no pg_hba.conf entry",
+    "does not exist",
+    "password",
+    "permission denied",
+)
+"""What PostgreSQL says when the settings, not the server's availability, are wrong."""
+
+
+def _misconfigured(err: BaseException) -> bool:
+    text = str(getattr(err, "orig", None) or err).lower()
+    return any(marker in text for marker in _MISCONFIGURED)
+
+
+_SERVER_ENDED_SESSION = {"57P01", "57P02", "57P03", "57P05", "25P03"}
+"""admin/crash shutdown, cannot connect now, idle session and idle-in-transaction
+timeouts: the server ended or refused the session; a new one may well succeed."""
+
+
+def _connection_lost(err: sa.exc.DBAPIError) -> bool:
+    """The link to the server went away under the work (a restart, a session the server
+    ended, a network cut), as opposed to an error in the work itself."""
+    if err.connection_invalidated:
+        return True
+    orig = err.orig
+    if isinstance(orig, sqlite3.Error) or _misconfigured(err):
+        return False
+    state = str(getattr(orig, "sqlstate", None) or "")
+    if state.startswith("08") or state in _SERVER_ENDED_SESSION:
+        return True
+    # The PostgreSQL driver says nothing more than OperationalError when the socket broke.
+    return not state and isinstance(err, sa.exc.OperationalError | sa.exc.InterfaceError)
+
+
+def is_outage(err: BaseException) -> bool:
+    """Whether ``err`` means the metadata database is out of reach for now (a server
+    restarting, a dropped connection, SQLite locked for too long), so that a long-running
+    process should wait for it; False for wrong settings, which waiting cannot fix."""
+    seen: set[int] = set()
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, SchemaOutdated | ConfigError) or _misconfigured(current):
+            return False
+        if isinstance(current, DatabaseUnreachable):
+            return True
+        if isinstance(current, sa.exc.DBAPIError):
+            if isinstance(current.orig, sqlite3.OperationalError):
+                return "locked" in str(current.orig).lower()
+            return _connection_lost(current)
+        current = current.__cause__ or current.__context__
+    return False
 
 
 def _read_only(err: sa.exc.DatabaseError, path: Path | None) -> bool:
