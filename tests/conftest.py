@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tests.helpers import child_env
 
 from dpct.config import Settings
 from dpct.storage import Database, upgrade
@@ -94,13 +95,4 @@ def clock() -> FakeClock:
 @pytest.fixture
 def env(settings: Settings) -> dict[str, str]:
     """Environment for dpct child processes pointing at this test's home and database."""
-    return {
-        "DPCT_HOME": str(settings.home),
-        "DPCT_DATABASE_URL": settings.database_url,
-        "DPCT_TASK_MODULES": "dpct.testing.tasks",
-        "DPCT_LEASE_S": str(settings.lease_s),
-        "DPCT_HEARTBEAT_S": str(settings.heartbeat_s),
-        "DPCT_NODE_DOWN_AFTER_S": str(settings.node_down_after_s),
-        "DPCT_COORDINATOR_TICK_S": str(settings.coordinator_tick_s),
-        "DPCT_RETRY_BACKOFF_S": str(settings.retry_backoff_s),
-    }
+    return child_env(settings)

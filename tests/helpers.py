@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from dpct.config import Settings
 from dpct.storage import Database
 from dpct.workflows import service
 
@@ -62,3 +63,17 @@ def worker_of(node_pid: int) -> int:
 
     (pid,) = wait_for(find, what=f"the worker of node pid {node_pid}")
     return pid
+
+
+def child_env(settings: Settings) -> dict[str, str]:
+    """Environment for dpct child processes pointing at this test's home and database."""
+    return {
+        "DPCT_HOME": str(settings.home),
+        "DPCT_DATABASE_URL": settings.database_url,
+        "DPCT_TASK_MODULES": "dpct.testing.tasks",
+        "DPCT_LEASE_S": str(settings.lease_s),
+        "DPCT_HEARTBEAT_S": str(settings.heartbeat_s),
+        "DPCT_NODE_DOWN_AFTER_S": str(settings.node_down_after_s),
+        "DPCT_COORDINATOR_TICK_S": str(settings.coordinator_tick_s),
+        "DPCT_RETRY_BACKOFF_S": str(settings.retry_backoff_s),
+    }

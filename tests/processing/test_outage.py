@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from tests.helpers import alive, register, wait_for, worker_of
+from tests.helpers import alive, child_env, register, wait_for, worker_of
 
 from dpct.config import Settings
 from dpct.errors import DatabaseUnreachable
@@ -45,19 +45,6 @@ def _settings(home: Path, url: str) -> Settings:
         coordinator_tick_s=0.2,
         retry_backoff_s=0.2,
     )
-
-
-def _env(settings: Settings) -> dict[str, str]:
-    return {
-        "DPCT_HOME": str(settings.home),
-        "DPCT_DATABASE_URL": settings.database_url,
-        "DPCT_TASK_MODULES": "dpct.testing.tasks",
-        "DPCT_LEASE_S": str(settings.lease_s),
-        "DPCT_HEARTBEAT_S": str(settings.heartbeat_s),
-        "DPCT_NODE_DOWN_AFTER_S": str(settings.node_down_after_s),
-        "DPCT_COORDINATOR_TICK_S": str(settings.coordinator_tick_s),
-        "DPCT_RETRY_BACKOFF_S": str(settings.retry_backoff_s),
-    }
 
 
 def _submit_sleepers(db: Database, tmp_path: Path, days: int, seconds: float) -> list[int]:
@@ -113,7 +100,7 @@ def test_node_and_coordinator_ride_through_a_postgres_restart(
     db = Database(settings.url)
     wfs = _submit_sleepers(db, tmp_path, days=10, seconds=0.5)
     procs = tmp_path / "procs"
-    with LocalCluster(_env(settings), nodes=1, slots=2, log_dir=procs) as cluster:
+    with LocalCluster(child_env(settings), nodes=1, slots=2, log_dir=procs) as cluster:
         wait_for(
             lambda: event_service.events(db, limit=1, kind="job.success"),
             timeout=120,
