@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-import click
 import typer
 from typer.core import TyperGroup
 
@@ -19,7 +18,7 @@ Json = Annotated[bool, typer.Option("--json", help="Print JSON instead of a tabl
 class _CreateByDefault(TyperGroup):
     """``dpct backup DEST`` means ``dpct backup create DEST``."""
 
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
         if args and args[0] not in self.commands and args[0] not in ("--help", "-h"):
             args = ["create", *args]
         return super().parse_args(ctx, args)
