@@ -6,11 +6,11 @@ import math
 
 import numpy as np
 
+from dpct.mission.constants import OBLIQUITY_J2000_ARCSEC, UAS
+from dpct.mission.focalplane import instrument_partials
 from dpct.sim import DAY_NS
 from dpct.sim._anomalies import collect_events
 from dpct.sim._bam import bav_rad
-from dpct.sim._constants import OBLIQUITY_J2000_ARCSEC, UAS
-from dpct.sim._focalplane import instrument_partials
 from dpct.sim._transits import instrument_offset
 
 from .conftest import START

@@ -16,6 +16,13 @@ from astropy.coordinates import (
 )
 from scipy.spatial.transform import Rotation
 
+from dpct.mission.constants import (
+    AC_CENTRE_PX,
+    BASIC_ANGLE_RAD,
+    PIXEL_AC_MAS,
+    ROW_PITCH_ARCSEC,
+    SPIN_RATE_ARCSEC_S,
+)
 from dpct.sim import (
     DAY_NS,
     INSTRUMENT_TERMS,
@@ -23,13 +30,6 @@ from dpct.sim import (
     STRIP_ETA_RAD,
     obmt_to_time,
     time_to_obmt,
-)
-from dpct.sim._constants import (
-    AC_CENTRE_PX,
-    BASIC_ANGLE_RAD,
-    PIXEL_AC_MAS,
-    ROW_PITCH_ARCSEC,
-    SPIN_RATE_ARCSEC_S,
 )
 
 from .conftest import START, columns, concat

@@ -12,9 +12,9 @@ from dpct.cli._context import database
 from dpct.cli._options import at_least
 from dpct.cli._progress import watch
 from dpct.cli._render import console, emit_json, status, table, when
+from dpct.datamanagement import service
 from dpct.datamodel import NS_PER_DAY, parse_duration_ns
 from dpct.errors import BadInput, DpctError
-from dpct.pipelines.datamanagement import service
 from dpct.storage import Database, DatasetRow
 from dpct.storage._closure import Problem
 from dpct.storage._records import RunCheckErrorRow, RunCheckRow, RunRow

@@ -12,6 +12,10 @@ Examples
 ...     windows = chunk.products["af_windows"]  # doctest: +SKIP
 """
 
+from dpct.mission.constants import DAY_NS, PIXEL_AL_MAS, REV_NS, TDI_PERIOD_NS
+from dpct.mission.focalplane import AF_CCDS, INSTRUMENT_TERMS, STRIP_ETA_RAD
+from dpct.mission.schemas import SCHEMAS, STATIC_TABLES, TELEMETRY_TABLES, TRUTH_TABLES
+from dpct.mission.time import obmt_to_time, time_to_obmt
 from dpct.sim._anomalies import (
     BackgroundJump,
     BamJump,
@@ -37,17 +41,13 @@ from dpct.sim._config import (
     ScanLawConfig,
     SimConfig,
 )
-from dpct.sim._constants import DAY_NS, PIXEL_AL_MAS, REV_NS, TDI_PERIOD_NS
-from dpct.sim._focalplane import AF_CCDS, INSTRUMENT_TERMS, STRIP_ETA_RAD
 from dpct.sim._lsf import (
     LsfParams,
     cramer_rao_centroid,
     lsf_sampled,
     lsf_sampled_derivative,
 )
-from dpct.sim._schemas import SCHEMAS, STATIC_TABLES, TELEMETRY_TABLES, TRUTH_TABLES
 from dpct.sim._simulator import SimChunk, Simulator, Span, mission_day, simulate
-from dpct.sim._time import obmt_to_time, time_to_obmt
 
 __all__ = [
     "AF_CCDS",

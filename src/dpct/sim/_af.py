@@ -28,9 +28,7 @@ import numba
 import numpy as np
 import pyarrow as pa
 
-from dpct.sim._anomalies import Events, background_delta_e
-from dpct.sim._config import SimConfig
-from dpct.sim._constants import (
+from dpct.mission.constants import (
     CCD_INTEGRATION_S,
     DEG,
     G_ZERO_POINT_MAG,
@@ -38,10 +36,12 @@ from dpct.sim._constants import (
     NS_PER_S,
     TDI_PERIOD_NS,
 )
-from dpct.sim._focalplane import AF_CCDS
+from dpct.mission.focalplane import AF_CCDS
+from dpct.mission.schemas import SCHEMAS
+from dpct.sim._anomalies import Events, background_delta_e
+from dpct.sim._config import SimConfig
 from dpct.sim._lsf import LsfModel, sampled_profile
 from dpct.sim._rng import Stream, generator
-from dpct.sim._schemas import SCHEMAS
 from dpct.sim._transits import Transits
 
 #: Peak fraction of the flux in one sample for the nominal LSF (σ_c ≈ 0.85 px), used by

@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from dpct.sim._constants import DAY_NS, NS_PER_S
+from dpct.mission.constants import DAY_NS, NS_PER_S
 from dpct.sim._rng import Stream, generator
 
 

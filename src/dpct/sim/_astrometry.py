@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dpct.sim._constants import (
+from dpct.mission.constants import (
     ARCSEC,
     CATALOGUE_EPOCH_JYEAR,
     DAY_NS,
@@ -26,7 +26,7 @@ from dpct.sim._constants import (
     OBMT_ZERO_JD_TCB,
     SCHWARZSCHILD_HALF_AU_RAD,
 )
-from dpct.sim._scanlaw import sun
+from dpct.mission.scanlaw import sun
 
 _CE = np.cos(OBLIQUITY_J2000_ARCSEC * ARCSEC)
 _SE = np.sin(OBLIQUITY_J2000_ARCSEC * ARCSEC)

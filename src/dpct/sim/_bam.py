@@ -30,11 +30,11 @@ import numba
 import numpy as np
 import pyarrow as pa
 
+from dpct.mission.constants import DAY_NS, NS_PER_S, NSL_START_OBMT_NS, PIXEL_AL_MAS, UAS
+from dpct.mission.schemas import SCHEMAS
 from dpct.sim._anomalies import Events, in_intervals
 from dpct.sim._config import SimConfig
-from dpct.sim._constants import DAY_NS, NS_PER_S, NSL_START_OBMT_NS, PIXEL_AL_MAS, UAS
 from dpct.sim._rng import Stream, generator
-from dpct.sim._schemas import SCHEMAS
 
 SLOW_PERIOD_DAYS = 30.0
 COMMON_MODE_PERIOD_S = 2.3 * 86_400.0

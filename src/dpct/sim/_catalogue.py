@@ -28,10 +28,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from scipy.special import ndtri
 
+from dpct.mission.constants import DEG, KM_S_PER_MAS_YR_KPC
+from dpct.mission.schemas import SCHEMAS
 from dpct.sim._config import SimConfig
-from dpct.sim._constants import DEG, KM_S_PER_MAS_YR_KPC
 from dpct.sim._rng import Stream, generator
-from dpct.sim._schemas import SCHEMAS
 
 CATALOGUE_VERSION = 1
 PIXEL_DEG = 0.5
@@ -283,7 +283,7 @@ def reference_catalogue(stars: pa.Table) -> pa.Table:
     """The reference positions of ``stars`` (a ``stars``/``catalogue`` truth table): truth
     minus the ``delta_*`` offsets, one row per star. The reference is what the mission
     knows before the solve, so it is what a delivery carries for the GSR frame."""
-    from dpct.sim._schemas import SCHEMAS
+    from dpct.mission.schemas import SCHEMAS
 
     source = stars.column("source_id").to_numpy()
     _, first = np.unique(source, return_index=True)  # chunks repeat the stars they share

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from dpct.mission.constants import DAY_NS, NS_PER_S, NSL_START_OBMT_NS
 from dpct.sim._anomalies import Anomaly, EventRates
-from dpct.sim._constants import DAY_NS, NS_PER_S, NSL_START_OBMT_NS
 
 #: Telemetry product types, in the order chunks list them.
 PRODUCTS: tuple[str, ...] = (

@@ -30,6 +30,14 @@ from functools import lru_cache
 import numpy as np
 import pyarrow as pa
 
+from dpct.mission.constants import CATALOGUE_EPOCH_JYEAR, DEG, MAS, PIXEL_AL_MAS, UAS
+from dpct.mission.focalplane import (
+    AF_CCDS,
+    FOV_PHI_RAD,
+    instrument_columns,
+    instrument_partials,
+)
+from dpct.mission.schemas import SCHEMAS
 from dpct.sim._af import AfWindows, gate_lines, sky_background_e, star_flux_e
 from dpct.sim._astrometry import (
     deflection_vector,
@@ -40,17 +48,9 @@ from dpct.sim._astrometry import (
 )
 from dpct.sim._catalogue import unit_vectors
 from dpct.sim._config import SimConfig
-from dpct.sim._constants import CATALOGUE_EPOCH_JYEAR, DEG, MAS, PIXEL_AL_MAS, UAS
-from dpct.sim._focalplane import (
-    AF_CCDS,
-    FOV_PHI_RAD,
-    instrument_columns,
-    instrument_partials,
-)
 from dpct.sim._lsf import LsfParams, cramer_rao_centroid
 from dpct.sim._rng import Stream, generator
 from dpct.sim._scanlaw import AttitudeGrid, attitude_many
-from dpct.sim._schemas import SCHEMAS
 
 
 @lru_cache(maxsize=8)

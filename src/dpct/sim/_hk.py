@@ -15,11 +15,11 @@ from collections.abc import Callable
 import numpy as np
 import pyarrow as pa
 
+from dpct.mission.constants import DAY_NS, NS_PER_S, NSL_START_OBMT_NS
+from dpct.mission.schemas import SCHEMAS
 from dpct.sim._anomalies import Events, in_intervals
 from dpct.sim._config import SimConfig
-from dpct.sim._constants import DAY_NS, NS_PER_S, NSL_START_OBMT_NS
 from dpct.sim._rng import Stream, generator
-from dpct.sim._schemas import SCHEMAS
 
 
 def hk_table(

@@ -31,10 +31,10 @@ import numba
 import numpy as np
 from scipy.special import ndtr
 
+from dpct.mission.constants import JULIAN_YEAR_S, NS_PER_S, NSL_START_OBMT_NS
+from dpct.mission.focalplane import AF_CCDS, N_AF_CCDS
 from dpct.sim._anomalies import lsf_broadening_factor
 from dpct.sim._config import SimConfig
-from dpct.sim._constants import JULIAN_YEAR_S, NS_PER_S, NSL_START_OBMT_NS
-from dpct.sim._focalplane import AF_CCDS, N_AF_CCDS
 from dpct.sim._rng import Stream, generator
 
 _SQRT2PI = math.sqrt(2 * math.pi)

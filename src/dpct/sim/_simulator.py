@@ -18,6 +18,25 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from dpct.mission.constants import (
+    BASIC_ANGLE_DEG,
+    DAY_NS,
+    NS_PER_S,
+    NSL_START_OBMT_NS,
+    PIXEL_AC_MAS,
+    PIXEL_AL_MAS,
+    ROW_PITCH_ARCSEC,
+    SOLAR_ASPECT_DEG,
+    SPIN_RATE_ARCSEC_S,
+    TDI_PERIOD_NS,
+    UAS,
+)
+from dpct.mission.focalplane import (
+    INSTRUMENT_TERMS,
+    N_AF_CCDS,
+    STRIP_PITCH_RAD,
+)
+from dpct.mission.schemas import SCHEMAS
 from dpct.sim._af import make_af_windows
 from dpct.sim._anomalies import (
     BackgroundJump,
@@ -31,28 +50,10 @@ from dpct.sim._anomalies import (
 from dpct.sim._bam import COMMON_MODE_PERIOD_S, SLOW_PERIOD_DAYS, BasicAngle, bam_products
 from dpct.sim._catalogue import reference_catalogue, stars_table
 from dpct.sim._config import SimConfig
-from dpct.sim._constants import (
-    BASIC_ANGLE_DEG,
-    DAY_NS,
-    NS_PER_S,
-    NSL_START_OBMT_NS,
-    PIXEL_AC_MAS,
-    PIXEL_AL_MAS,
-    ROW_PITCH_ARCSEC,
-    SOLAR_ASPECT_DEG,
-    SPIN_RATE_ARCSEC_S,
-    TDI_PERIOD_NS,
-    UAS,
-)
-from dpct.sim._focalplane import (
-    INSTRUMENT_TERMS,
-    N_AF_CCDS,
-    STRIP_PITCH_RAD,
-    geometric_calibration,
-)
 from dpct.sim._gsr import gsr_rows
 from dpct.sim._hk import dq_table, hk_table
 from dpct.sim._lsf import LsfModel, LsfParams
+from dpct.sim._rng import Stream, generator
 from dpct.sim._scanlaw import (
     AttitudeGrid,
     ScanLaw,
@@ -60,7 +61,6 @@ from dpct.sim._scanlaw import (
     matrix_to_quaternion,
     spin_phase_many,
 )
-from dpct.sim._schemas import SCHEMAS
 from dpct.sim._transits import find_transits
 
 _GRID_PAD_NS = 180 * NS_PER_S
@@ -489,3 +489,9 @@ def _init_worker(config: SimConfig) -> None:
 def _worker_chunk(index: int) -> SimChunk:
     assert _WORKER_SIM is not None
     return _WORKER_SIM.chunk(index)
+
+
+def geometric_calibration(seed: int, rms_uas: tuple[float, ...]) -> np.ndarray:
+    """True AL calibration terms per (FoV, CCD), shape (2, 62, 6), rad."""
+    rng = generator(seed, Stream.INSTRUMENT, 3)
+    return rng.standard_normal((2, N_AF_CCDS, len(INSTRUMENT_TERMS))) * np.asarray(rms_uas) * UAS

@@ -21,11 +21,7 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
-from dpct.sim._astrometry import observed_direction
-from dpct.sim._bam import bav_rad
-from dpct.sim._catalogue import PIXEL_RADIUS_RAD, sky_pixels, stars_in_pixels
-from dpct.sim._config import SimConfig
-from dpct.sim._constants import (
+from dpct.mission.constants import (
     AC_CENTRE_PX,
     AC_HALF_WIDTH_PX,
     ARCSEC,
@@ -34,7 +30,7 @@ from dpct.sim._constants import (
     NS_PER_S,
     SPIN_RATE_RAD_S,
 )
-from dpct.sim._focalplane import (
+from dpct.mission.focalplane import (
     CCD_INDEX,
     FIELD_HALF_HEIGHT_RAD,
     FOV_PHI_RAD,
@@ -42,6 +38,10 @@ from dpct.sim._focalplane import (
     ROW_PITCH_RAD,
     STRIP_ETA_RAD,
 )
+from dpct.sim._astrometry import observed_direction
+from dpct.sim._bam import bav_rad
+from dpct.sim._catalogue import PIXEL_RADIUS_RAD, sky_pixels, stars_in_pixels
+from dpct.sim._config import SimConfig
 from dpct.sim._scanlaw import AttitudeGrid, attitude_at, attitude_many
 
 MARGIN_S = 60.0
@@ -199,7 +199,7 @@ def instrument_offset(
     cal: np.ndarray, f: int, ccd: int, mu: float, colour: float, g: float
 ) -> float:
     """AL geometric-calibration offset (rad) of CCD ``ccd`` in FoV ``f`` (see
-    :func:`dpct.sim._focalplane.instrument_partials`)."""
+    :func:`dpct.mission.focalplane.instrument_partials`)."""
     m = (mu - AC_CENTRE_PX) / AC_HALF_WIDTH_PX
     c = colour - 1.0
     gg = (g - 15.0) / 5.0

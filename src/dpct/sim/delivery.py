@@ -16,9 +16,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dpct.datamodel import DATA_TYPES, NS_PER_DAY, DataSpec, day_of
-from dpct.sim._schemas import SCHEMAS
+from dpct.mission.datatypes import TELEMETRY_TYPES
+from dpct.mission.schemas import SCHEMAS
 from dpct.sim._simulator import SimChunk, Simulator, Span
-from dpct.sim.datatypes import TELEMETRY_TYPES
 from dpct.transfer import MANIFEST, DeliveryWriter, Manifest, read_manifest
 
 Progress = Callable[[SimChunk], None]

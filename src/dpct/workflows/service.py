@@ -7,9 +7,11 @@ state) and returns typed records. Times default to the wall clock; tests pass ``
 from __future__ import annotations
 
 import functools
+import importlib.util
 import json
 import time
 from dataclasses import dataclass
+from importlib.metadata import entry_points
 from pathlib import Path
 
 from dpct.datamodel import NS_PER_DAY, DataSpec, parse_duration_ns
@@ -78,14 +80,21 @@ def register_descriptor(
 
 
 def shipped_pipelines() -> dict[str, Path]:
-    """Pipelines shipped in ``dpct.pipelines`` that carry workflow descriptors: name → folder."""
-    import dpct.pipelines
+    """Installed pipelines that carry workflow descriptors: name → their ``workflows`` folder.
 
+    Found through the ``dpct.pipelines`` entry points (name → package), so that the
+    workflow service does not import the science packages and a plugin package can ship
+    pipelines the same way dpct does.
+    """
     found = {}
-    for root in dpct.pipelines.__path__:
-        for folder in sorted(Path(root).glob("*/workflows")):
+    for ep in entry_points(group="dpct.pipelines"):
+        spec = importlib.util.find_spec(ep.value)
+        if spec is None or not spec.submodule_search_locations:
+            continue
+        for root in spec.submodule_search_locations:
+            folder = Path(root) / "workflows"
             if any(folder.glob("*.toml")):
-                found[folder.parent.name] = folder
+                found[ep.name] = folder
     return found
 
 

@@ -18,9 +18,9 @@ import pyarrow as pa
 import pytest
 
 from dpct.config import Settings
+from dpct.datamanagement import service as dm
 from dpct.datamodel import NS_PER_DAY, DataSpec
 from dpct.events import service as events
-from dpct.pipelines.datamanagement import service as dm
 from dpct.processing import run_inline
 from dpct.sim import SimConfig, Simulator, Span
 from dpct.storage import Database, find_datasets, read_product

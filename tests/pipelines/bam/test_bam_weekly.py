@@ -20,8 +20,8 @@ import pytest
 from scipy import stats
 
 from dpct.config import Settings
+from dpct.datamanagement import service as dm
 from dpct.datamodel import NS_PER_DAY, DataSpec
-from dpct.pipelines.datamanagement import service as dm
 from dpct.processing import run_inline
 from dpct.sim import BamJump, SimConfig, Simulator
 from dpct.sim.delivery import write_days

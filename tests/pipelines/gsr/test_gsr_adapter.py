@@ -26,9 +26,8 @@ from dpct.pipelines.gsr.adapter import (
     adapt,
     astrometric_truth,
     observations_from_system,
-    reference_catalogue,
 )
-from dpct.sim import GsrConfig, SimConfig, Simulator, Span, time_to_obmt
+from dpct.sim import GsrConfig, SimConfig, Simulator, Span, reference_catalogue, time_to_obmt
 
 START = 700 * NS_PER_DAY
 HALF_HOUR = 1800 * 10**9
@@ -274,8 +273,8 @@ def _patch_year(noise: bool):
     parameters; knots of 40 days keep every attitude coefficient observed between
     visits (the solver's knots are uniform).
     """
+    from dpct.mission.focalplane import FOV_PHI_RAD
     from dpct.sim import CatalogueConfig, ScanLawConfig
-    from dpct.sim._focalplane import FOV_PHI_RAD
 
     cfg = SimConfig(
         seed=5,

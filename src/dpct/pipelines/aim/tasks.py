@@ -20,6 +20,7 @@ import pyarrow.compute as pc
 from pydantic import BaseModel, Field
 
 from dpct.datamodel import DataSpec, data_type
+from dpct.mission.datatypes import TELEMETRY_TYPES
 from dpct.pipelines.aim._image_params import (
     BAD_FLAGS,
     IMAGE_PARAMS_COLUMNS,
@@ -29,7 +30,6 @@ from dpct.pipelines.aim._image_params import (
 )
 from dpct.pipelines.aim._lsf_basis import LSF_CALIBRATION_COLUMNS, LsfCalibration
 from dpct.pipelines.aim._lsf_calibration import calibrate_lsf
-from dpct.sim.datatypes import TELEMETRY_TYPES
 from dpct.tasks import NoData, PermanentTaskError, task
 
 data_type(

@@ -51,7 +51,7 @@ def spin_phase_rad(
     The law is evaluated every ``grid_s`` seconds and interpolated: Ω turns at a nearly
     constant rate, so a day of 8·10⁴ images costs 1,440 evaluations, not 8·10⁴.
     """
-    from dpct.sim._scanlaw import NominalScanLaw
+    from dpct.mission.scanlaw import NominalScanLaw
 
     t = np.asarray(obmt_ns, np.int64)
     law = NominalScanLaw(nu_ref, omega_ref)

@@ -226,14 +226,6 @@ def _nonfinite(obs_id: NDArray[np.int64], **arrays: NDArray) -> None:
             )
 
 
-def reference_catalogue(stars: pa.Table) -> pa.Table:
-    """The reference positions a ``gsr_reference_catalogue`` holds, from simulator truth
-    (the simulator's deliveries carry the same table; for tests and demos)."""
-    from dpct.sim import reference_catalogue as from_truth
-
-    return from_truth(stars)
-
-
 def astrometric_truth(stars: pa.Table) -> pa.Table:
     """A ``gsr_astrometric_truth`` table (mas, mas/yr) from simulator truth, for reports."""
     names = ("ra_cosdec", "dec", "parallax", "pmra", "pmdec")

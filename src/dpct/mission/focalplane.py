@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dpct.sim._constants import (
+from dpct.mission.constants import (
     AC_CENTRE_PX,
     AC_HALF_WIDTH_PX,
     ARCSEC,
@@ -93,12 +93,3 @@ def instrument_columns(fov: np.ndarray, ccd_index: np.ndarray) -> np.ndarray:
     """Unknown indices (n, 6): term k, FoV f, CCD c → k·124 + f·62 + c."""
     base = np.asarray(fov, dtype=np.int64) * N_AF_CCDS + np.asarray(ccd_index, dtype=np.int64)
     return base[:, None] + np.arange(len(INSTRUMENT_TERMS)) * 2 * N_AF_CCDS
-
-
-def geometric_calibration(seed: int, rms_uas: tuple[float, ...]) -> np.ndarray:
-    """True AL calibration terms per (FoV, CCD), shape (2, 62, 6), rad."""
-    from dpct.sim._constants import UAS
-    from dpct.sim._rng import Stream, generator
-
-    rng = generator(seed, Stream.INSTRUMENT, 3)
-    return rng.standard_normal((2, N_AF_CCDS, len(INSTRUMENT_TERMS))) * np.asarray(rms_uas) * UAS

@@ -16,11 +16,11 @@ import sqlalchemy as sa
 from tests.helpers import register
 
 from dpct.config import Settings
+from dpct.datamanagement import CLEAN_WORKFLOW, service
+from dpct.datamanagement._cleaning import remove_file
 from dpct.datamodel import NS_PER_DAY, DataSpec, data_type
 from dpct.errors import BadInput, Conflict, NotFound
 from dpct.events import service as event_service
-from dpct.pipelines.datamanagement import CLEAN_WORKFLOW, service
-from dpct.pipelines.datamanagement._cleaning import remove_file
 from dpct.processing import run_inline
 from dpct.storage import (
     Database,

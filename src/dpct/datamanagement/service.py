@@ -14,12 +14,12 @@ from dataclasses import dataclass
 
 from sqlalchemy.engine import Connection
 
+from dpct.datamanagement._cleaning import Cleaned, clean_retracted, remove_file
+from dpct.datamanagement._redelivery import refire_keys
+from dpct.datamanagement._reports import report_files, set_reports_aside
+from dpct.datamanagement._tasks import CLEAN_DESCRIPTOR, CLEAN_WORKFLOW
 from dpct.datamodel import DataSpec
 from dpct.errors import BadInput, Conflict, InvalidState, NotFound
-from dpct.pipelines.datamanagement._cleaning import Cleaned, clean_retracted, remove_file
-from dpct.pipelines.datamanagement._redelivery import refire_keys
-from dpct.pipelines.datamanagement._reports import report_files, set_reports_aside
-from dpct.pipelines.datamanagement._tasks import CLEAN_DESCRIPTOR, CLEAN_WORKFLOW
 from dpct.storage import (
     Database,
     DatasetRow,

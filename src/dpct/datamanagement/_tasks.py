@@ -9,8 +9,8 @@ from pathlib import Path
 import pyarrow as pa
 
 from dpct.config import Settings
+from dpct.datamanagement._cleaning import clean_retracted
 from dpct.datamodel import DataSpec, data_type
-from dpct.pipelines.datamanagement._cleaning import clean_retracted
 from dpct.storage import settings_database
 from dpct.tasks import NoData, task
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pyarrow as pa
 
 from dpct.datamodel import Column, DataType, data_type
-from dpct.sim._schemas import SCHEMA_VERSION, SCHEMAS, TELEMETRY_TABLES
+from dpct.mission.schemas import SCHEMA_VERSION, SCHEMAS, TELEMETRY_TABLES
 
 _NAMES = {
     pa.bool_(): "bool",

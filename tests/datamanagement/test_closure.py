@@ -16,10 +16,10 @@ import sqlalchemy as sa
 from tests.helpers import register
 
 from dpct.config import Settings
+from dpct.datamanagement import service
 from dpct.datamodel import DATA_TYPES, NS_PER_DAY, DataSpec, data_type
 from dpct.errors import BadInput, Conflict, InvalidState, NotFound
 from dpct.events import service as event_service
-from dpct.pipelines.datamanagement import service
 from dpct.processing import run_inline
 from dpct.storage import Database
 from dpct.storage import service as storage_service

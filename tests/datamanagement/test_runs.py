@@ -8,10 +8,10 @@ import pytest
 from tests.helpers import register
 
 from dpct.config import Settings
+from dpct.datamanagement import service
 from dpct.datamodel import NS_PER_DAY
 from dpct.errors import BadInput, InvalidState, NotFound
 from dpct.events import service as event_service
-from dpct.pipelines.datamanagement import service
 from dpct.processing import run_inline
 from dpct.storage import Database
 from dpct.storage._runs import derive_run_status

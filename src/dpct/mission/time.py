@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from dpct.sim._constants import DAY_NS, OBMT_ZERO_JD_TCB
+from dpct.mission.constants import DAY_NS, OBMT_ZERO_JD_TCB
 
 if TYPE_CHECKING:  # astropy is imported on use: worker processes never need it
     from astropy.time import Time

@@ -6,7 +6,7 @@ Importing this module declares the ``dss.retraction_clean`` task type and the
 itself the first time it needs it.
 """
 
-from dpct.pipelines.datamanagement._tasks import (
+from dpct.datamanagement._tasks import (
     CLEAN_DESCRIPTOR,
     CLEAN_WORKFLOW,
     RETRACTION_TRACE,
