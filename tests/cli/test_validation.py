@@ -24,7 +24,7 @@ from tests.cli.test_cli import CHAIN, SQLITE_ONLY, Cli, _cli_env, _dump, _write
 from tests.helpers import wait_for
 from typer.testing import CliRunner
 
-import dpct.tasks._registry as task_registry
+import dpct.plugins as plugins
 from dpct.cli import main
 from dpct.cli._context import settings as cli_settings
 from dpct.config import Settings
@@ -220,7 +220,7 @@ def test_bad_settings_are_refused_naming_variable_and_value(dpct: InProcess) -> 
 def test_unimportable_task_module_is_one_config_line(
     dpct: InProcess, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(task_registry, "_loaded_entry_points", False)  # as in a fresh process
+    monkeypatch.setattr(plugins, "_loaded_entry_points", False)  # as in a fresh process
     bad = {"DPCT_TASK_MODULES": "dpct.testing.tasks, no_such_module"}
     for _ in range(2):  # and again: a failed load is not taken for a done one
         line = dpct.error("tasks", rc=2, **bad)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 
 from dpct.errors import SchemaMismatch, UnknownDataType
+from dpct.plugins import load_entry_points
 
 ARROW_TYPES: Mapping[str, pa.DataType] = {
     "bool": pa.bool_(),
@@ -180,8 +181,6 @@ class DataTypeRegistry:
         return data_type
 
     def get(self, name: str) -> DataType:
-        from dpct.tasks import load_entry_points
-
         if name not in self._types:
             load_entry_points()
         try:

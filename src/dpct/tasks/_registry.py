@@ -8,13 +8,10 @@ entry names a module whose import declares its task types and data types.
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import logging
-import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +19,8 @@ import pyarrow as pa
 from pydantic import BaseModel, ValidationError
 
 from dpct.datamodel import DATA_TYPES, DataSpec
-from dpct.errors import ConfigError, ContractError, DpctError, UnknownTaskType
+from dpct.errors import ContractError, DpctError, UnknownTaskType
+from dpct.plugins import load_entry_points
 
 INJECTABLE = frozenset({"config", "spec", "log", "scratch", "alarms", "solutions"})
 """Arguments the framework passes when a task function asks for them by name.
@@ -177,32 +175,6 @@ def _origin(task_type: TaskType) -> str:
 
 
 TASK_TYPES = TaskRegistry()
-_loaded_entry_points = False
-
-
-def load_entry_points() -> None:
-    """Import the task modules: the ``dpct.tasks`` entry points, then ``DPCT_TASK_MODULES``.
-
-    ``DPCT_TASK_MODULES`` (comma-separated module names) lets a pipeline developer try
-    task types before packaging them; worker processes inherit it.
-    """
-    global _loaded_entry_points
-    if _loaded_entry_points:
-        return
-    _loaded_entry_points = True  # a task module that looks up a type must not recurse
-    for ep in entry_points(group="dpct.tasks"):
-        ep.load()
-    for module in filter(
-        None, (m.strip() for m in os.environ.get("DPCT_TASK_MODULES", "").split(","))
-    ):
-        try:
-            importlib.import_module(module)
-        except ImportError as err:
-            _loaded_entry_points = False  # every later lookup says it again
-            raise ConfigError(
-                f"DPCT_TASK_MODULES names {module!r}, which cannot be imported ({err}); "
-                "install it or fix the variable (comma-separated module names)"
-            ) from err
 
 
 def task(
