@@ -32,7 +32,7 @@ from dpct.storage._leadership import (
     hold_leadership,
     release_leadership,
 )
-from dpct.storage._migrate import current_revision, downgrade, head_revision, upgrade
+from dpct.storage._migrate import downgrade, upgrade
 from dpct.storage._nodes import (
     claim_node_name,
     list_nodes,
@@ -82,6 +82,7 @@ from dpct.storage._records import (
     WorkflowRow,
     WorkflowStatus,
 )
+from dpct.storage._revisions import current_revision, head_revision
 from dpct.storage._runs import join_run, refresh_run_status
 from dpct.storage._store import (
     ProductStore,

@@ -25,10 +25,10 @@ from sqlalchemy.engine import Connection
 
 from dpct.errors import Conflict, StorageError
 from dpct.storage._database import Database
-from dpct.storage._migrate import current_revision
 from dpct.storage._records import DatasetState
 from dpct.storage._retention import mark_deleted
 from dpct.storage._retraction import dataset_states
+from dpct.storage._revisions import current_revision
 from dpct.storage._schema import datasets, transfer_files
 
 SQLITE_DUMP = "database.sqlite3"

@@ -24,6 +24,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from dpct.config import Settings
 from dpct.errors import ConfigError, DatabaseUnreachable, SchemaOutdated, StorageError
+from dpct.storage._revisions import current_revision, head_revision, known_revision
 
 T = TypeVar("T")
 
@@ -206,8 +207,6 @@ class Database:
 
     def check_schema(self) -> None:
         """Raise SchemaOutdated unless the database is at this dpct's schema head."""
-        from dpct.storage._migrate import current_revision, head_revision, known_revision
-
         with self.read() as conn:
             current = current_revision(conn)
         head = head_revision()

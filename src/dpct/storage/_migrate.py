@@ -2,47 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import sqlalchemy as sa
 from alembic import command
-from alembic.config import Config
-from alembic.script import ScriptDirectory
 from alembic.util.exc import CommandError
-from sqlalchemy.engine import Connection
 
 from dpct.errors import StorageError
 from dpct.storage._database import Database
-
-MIGRATIONS = Path(__file__).with_name("migrations")
-
-
-def _config(conn: Connection | None = None) -> Config:
-    cfg = Config()
-    cfg.set_main_option("script_location", str(MIGRATIONS))
-    if conn is not None:
-        cfg.attributes["connection"] = conn
-    return cfg
-
-
-def head_revision() -> str:
-    head = ScriptDirectory.from_config(_config()).get_current_head()
-    assert head is not None
-    return head
-
-
-def current_revision(conn: Connection) -> str | None:
-    """The schema revision stored in the database (None when it has none)."""
-    if not sa.inspect(conn).has_table("alembic_version"):
-        return None
-    return conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
-
-
-def known_revision(revision: str) -> bool:
-    try:
-        return ScriptDirectory.from_config(_config()).get_revision(revision) is not None
-    except CommandError:
-        return False
+from dpct.storage._revisions import alembic_config, current_revision, known_revision
 
 
 def upgrade(db: Database, revision: str = "head") -> str:
@@ -63,7 +28,7 @@ def _migrate(db: Database, step, revision: str) -> str:
                 "know (made by a newer dpct?); refusing to migrate it"
             )
         try:
-            step(_config(conn), revision)
+            step(alembic_config(conn), revision)
         except CommandError as err:
             raise StorageError(f"cannot migrate to {revision!r}: {err}") from err
         return current_revision(conn) or "base"

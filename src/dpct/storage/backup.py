@@ -57,8 +57,8 @@ from dpct.storage._backup_files import (
     write_text,
 )
 from dpct.storage._database import Database
-from dpct.storage._migrate import current_revision, head_revision
 from dpct.storage._records import DatasetState
+from dpct.storage._revisions import current_revision, head_revision
 from dpct.storage._store import open_filesystem, sha256_file, store_at, store_for
 
 MANIFEST = "manifest.json"
