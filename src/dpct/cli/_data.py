@@ -15,9 +15,7 @@ from dpct.cli._render import console, emit_json, status, table, when
 from dpct.datamanagement import service
 from dpct.datamodel import NS_PER_DAY, parse_duration_ns
 from dpct.errors import BadInput, DpctError
-from dpct.storage import Database, DatasetRow
-from dpct.storage._closure import Problem
-from dpct.storage._records import RunCheckErrorRow, RunCheckRow, RunRow
+from dpct.storage import Database, DatasetRow, Problem, RunCheckErrorRow, RunCheckRow, RunRow
 from dpct.workflows import service as rms
 
 run_app = typer.Typer(help="Runs: a pipeline's processing of an OBMT range, and its workflows.")

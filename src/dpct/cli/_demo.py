@@ -14,8 +14,8 @@ from dpct.cli._progress import watch
 from dpct.cli._render import console, status, table, when
 from dpct.datamodel import NS_PER_DAY
 from dpct.errors import BadInput, DpctError
+from dpct.processing import LocalCluster
 from dpct.processing import service as processing_service
-from dpct.processing._local import LocalCluster
 from dpct.storage import upgrade
 from dpct.workflows import obmt_ns_from_unix, service
 

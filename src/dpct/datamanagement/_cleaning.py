@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy.engine import Connection
-
-from dpct.storage import Database, DatasetRow, DatasetState, delete_product
-from dpct.storage._retention import mark_deleted
-from dpct.storage._retraction import retracted_datasets
+from dpct.storage import (
+    Connection,
+    Database,
+    DatasetRow,
+    DatasetState,
+    delete_product,
+    mark_deleted,
+    retracted_datasets,
+)
 
 _BATCH = 5_000
 

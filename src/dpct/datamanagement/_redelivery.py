@@ -21,12 +21,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy.engine import Connection
-
 from dpct.datamodel import parse_duration_ns
-from dpct.storage import DatasetRow, WorkflowStatus, active_descriptors
-from dpct.storage._firings import fired
-from dpct.storage._retraction import producing_workflows
+from dpct.storage import (
+    Connection,
+    DatasetRow,
+    WorkflowStatus,
+    active_descriptors,
+    fired,
+    producing_workflows,
+)
 from dpct.workflows import service as rms
 
 

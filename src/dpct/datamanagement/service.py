@@ -12,8 +12,6 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy.engine import Connection
-
 from dpct.datamanagement._cleaning import Cleaned, clean_retracted, remove_file
 from dpct.datamanagement._redelivery import refire_keys
 from dpct.datamanagement._reports import report_files, set_reports_aside
@@ -21,54 +19,47 @@ from dpct.datamanagement._tasks import CLEAN_DESCRIPTOR, CLEAN_WORKFLOW
 from dpct.datamodel import DataSpec
 from dpct.errors import BadInput, Conflict, InvalidState, NotFound
 from dpct.storage import (
-    Database,
-    DatasetRow,
-    DescriptorRow,
-    get_workflow,
-)
-from dpct.storage._aim_runs import aim_run_rows
-from dpct.storage._closure import (
-    ClosurePlan,
-    ClosureResult,
-    check_errors,
-    get_check,
-    intermediate_datasets,
-    is_intermediate,
-    list_checks,
-    plan_closure,
-)
-from dpct.storage._closure import check_closure as _check_closure
-from dpct.storage._events import add_events
-from dpct.storage._firings import release_firings
-from dpct.storage._records import (
     RUN_SOFTWARE,
     AimRunRow,
+    ClosurePlan,
+    ClosureResult,
+    Connection,
+    Database,
+    DatasetRow,
     DatasetState,
+    DescriptorRow,
     RunCheckErrorRow,
     RunCheckRow,
     RunRow,
     RunStatus,
-)
-from dpct.storage._retraction import (
+    add_events,
+    aim_run_rows,
+    check_errors,
     dataset_states,
+    derive_run_status,
+    get_check,
+    get_run,
+    get_workflow,
+    insert_run,
+    intermediate_datasets,
+    is_intermediate,
     job_log_paths,
+    list_checks,
+    list_runs,
     mark_retracted,
+    plan_closure,
+    refresh_run_status,
+    release_firings,
+    reopen_closed_run,
     retracted_datasets,
     retracted_hull,
     retraction_targets,
-)
-from dpct.storage._runs import attach_workflows as _attach
-from dpct.storage._runs import (
-    derive_run_status,
-    get_run,
-    insert_run,
-    list_runs,
-    refresh_run_status,
-    reopen_closed_run,
     run_workflows,
     set_run_ignored,
 )
-from dpct.storage._runs import set_run_status as _set_status
+from dpct.storage import attach_workflows as _attach
+from dpct.storage import check_closure as _check_closure
+from dpct.storage import set_run_status as _set_status
 from dpct.workflows import service as rms
 
 __all__ = [

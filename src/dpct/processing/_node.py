@@ -21,8 +21,6 @@ import time
 from collections.abc import Callable
 from multiprocessing.connection import wait
 
-from sqlalchemy.engine import Connection
-
 from dpct.config import Settings
 from dpct.errors import DpctError
 from dpct.processing._assignment import (
@@ -37,6 +35,7 @@ from dpct.processing._worker import Worker
 from dpct.storage import (
     CommitResult,
     Completion,
+    Connection,
     Database,
     LeasedJob,
     commit_completions,

@@ -6,8 +6,13 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from dpct.storage import Database, upgrade
-from dpct.storage._admin import can_connect, create_postgres_database, drop_postgres_database
+from dpct.storage import (
+    Database,
+    can_connect,
+    create_postgres_database,
+    drop_postgres_database,
+    upgrade,
+)
 
 POSTGRES_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 

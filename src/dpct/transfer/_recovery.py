@@ -16,10 +16,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from sqlalchemy.engine import Connection
-
 from dpct.storage import (
     ClaimKey,
+    Connection,
     Database,
     TransferStatus,
     abandoned_claims,

@@ -35,7 +35,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from fsspec import AbstractFileSystem
 from fsspec.implementations.local import LocalFileSystem
-from sqlalchemy.engine import Connection
 
 from dpct import __version__
 from dpct.config import Settings
@@ -51,6 +50,7 @@ from dpct.errors import (
 )
 from dpct.storage import (
     ClaimKey,
+    Connection,
     Database,
     DatasetRow,
     OutputFile,
