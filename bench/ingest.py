@@ -34,8 +34,7 @@ from _common import Row, parser, report
 from dpct.config import Settings
 from dpct.datamodel import NS_PER_DAY, DataSpec
 from dpct.storage import Database, upgrade
-from dpct.transfer import DeliveryWriter, Manifest
-from dpct.transfer.service import pull
+from dpct.transfer import DeliveryWriter, Manifest, pull
 
 HERE = Path(__file__).parent
 ROW_BYTES = 48  # hk: an int64 time and five float64 channels

@@ -36,8 +36,9 @@ from dpct.transfer import (
     SpecModel,
     pull,
     read_manifest,
+    transfer,
 )
-from dpct.transfer import service as dts
+from dpct.transfer._staging import staging_root
 from dpct.workflows import fire_data_triggers
 
 
@@ -191,7 +192,7 @@ def test_bad_files_are_quarantined_and_the_store_is_untouched(
     after = store_checksums(db)
     assert {k: after[k] for k in before} == before
     assert len(after) == 3
-    view = dts.transfer(db, report.id)
+    view = transfer(db, report.id)
     assert [f.name for f in view.files] == [f.name for f in report.files]
 
 
@@ -237,7 +238,7 @@ def test_pulled_hk_starts_a_data_triggered_workflow_with_the_transfer_id(
     report = pull(db, settings, tmp_path / "d1", clock=clock)
     started = fire_data_triggers(db, clock())
     assert len(started) == 2
-    view = dts.transfer(db, report.id)
+    view = transfer(db, report.id)
     assert sorted(w.id for w in view.workflows) == sorted(started)
     assert {w.transfer_id for w in view.workflows} == {report.id}
     assert {w.name for w in view.workflows} == {"OnHk"}
@@ -249,7 +250,7 @@ def test_copy_of_a_delivery_folder_resumes_from_local_staging(
     """A partial staging file (a pull killed mid-file) is adopted and completed."""
     manifest = hk_delivery(tmp_path / "d1", "d1", [0], rows=5_000)
     entry = manifest.files[0]
-    staging = dts.staging_dir(settings) / "77"  # a transfer that is gone
+    staging = staging_root(settings) / "77"  # a transfer that is gone
     staging.mkdir(parents=True)
     part = staging / f"{entry.checksum.removeprefix('sha256:')}.hk.part"
     shutil.copyfile(tmp_path / "d1" / entry.file, part)

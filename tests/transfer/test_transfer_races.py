@@ -25,7 +25,7 @@ from tests.transfer.helpers import DeliveryServer, hk_delivery, hk_spec, hk_tabl
 from dpct.config import Settings
 from dpct.storage import Database, list_datasets, list_transfers
 from dpct.transfer import DeliveryWriter, Manifest, pull
-from dpct.transfer import service as dts
+from dpct.transfer._staging import staging_root
 
 ROUNDS = 20
 
@@ -157,7 +157,7 @@ def test_two_pulls_of_one_delivery_at_once_register_each_file_once(
         assert sorted(t.registered for t in mine) == [0, 3], [t.message for t in mine]
         assert sorted(t.duplicates for t in mine) == [0, 3]
     _assert_store_matches_registry(db, settings, manifests)
-    staging = dts.staging_dir(settings)
+    staging = staging_root(settings)
     assert not staging.exists() or not any(staging.iterdir())
 
 
@@ -192,7 +192,7 @@ def test_a_killed_pull_is_failed_and_the_next_one_cleans_up_and_resumes(
         # The two small files verified and moved into the store, the large one half
         # fetched and held by the server: the moment defect 2 left orphans behind.
         _wait_for(lambda: len(_store_files(settings)) == 2, "two files in the store")
-        staging = dts.staging_dir(settings)
+        staging = staging_root(settings)
         _wait_for(
             lambda: any(p.is_file() and p.stat().st_size > 0 for p in staging.rglob("*")),
             "a partial file",
@@ -215,7 +215,7 @@ def test_a_killed_pull_is_failed_and_the_next_one_cleans_up_and_resumes(
     # The half-fetched file was adopted from the dead pull's staging and resumed.
     ranges = server.ranges(f"slow/{big}")
     assert ranges[0] is None and ranges[-1] is not None and ranges[-1] != "bytes=0-"
-    staging = dts.staging_dir(settings)
+    staging = staging_root(settings)
     assert not staging.exists() or not any(staging.iterdir())
 
 
@@ -279,7 +279,7 @@ def test_a_full_disk_is_a_failed_file_not_a_traceback(
         pytest.skip("no /dev/full here")
     manifest = hk_delivery(tmp_path / "d1", "d1", [0])
     entry = manifest.files[0]
-    staging = dts.staging_dir(settings) / "1"  # the first transfer of a fresh database
+    staging = staging_root(settings) / "1"  # the first transfer of a fresh database
     staging.mkdir(parents=True)
     (staging / f"{entry.checksum.removeprefix('sha256:')}.hk.part").symlink_to("/dev/full")
     report = pull(db, settings, tmp_path / "d1")

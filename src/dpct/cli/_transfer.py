@@ -18,12 +18,12 @@ from rich.progress import (
 )
 from rich.text import Text
 
+import dpct.transfer as dts
 from dpct.cli._context import database, settings
 from dpct.cli._render import console, emit_json, err_console, table, when
 from dpct.datamodel import NS_PER_S, parse_duration_ns
 from dpct.errors import BadInput, PartialTransfer, TransferError
 from dpct.storage import TransferFileRow, TransferStatus
-from dpct.transfer import service
 
 transfer_app = typer.Typer(help="Transfers (DTS): pull deliveries in, push products out.")
 
@@ -48,7 +48,7 @@ def _status(text: str) -> Text:
 
 
 class _Bar:
-    """A Rich bar over bytes for :class:`dpct.transfer.service.Progress` (thread-safe)."""
+    """A Rich bar over bytes for :class:`dpct.transfer.Progress` (thread-safe)."""
 
     def __init__(self, progress: Progress) -> None:
         self.progress = progress
@@ -87,7 +87,7 @@ def _bar() -> Iterator[_Bar]:
         yield _Bar(p)
 
 
-def _report(report: service.TransferReport, as_json: bool) -> None:
+def _report(report: dts.TransferReport, as_json: bool) -> None:
     if as_json:
         emit_json(report)
         return
@@ -110,7 +110,7 @@ def _report(report: service.TransferReport, as_json: bool) -> None:
         )
 
 
-def _fail_if_failed(report: service.TransferReport) -> None:
+def _fail_if_failed(report: dts.TransferReport) -> None:
     """Exit 1 on FAILED, 6 on PARTIAL (see the exit codes in `dpct transfer pull --help`)."""
     if report.status == TransferStatus.FAILED:
         raise TransferError(f"transfer {report.id} FAILED: {report.transfer.message}")
@@ -136,7 +136,7 @@ def pull(
     input; 5 the database.
     """
     with _bar() as bar:
-        report = service.pull(
+        report = dts.pull(
             database(), settings(), source, workers=workers, retries=retries, progress=bar
         )
     _report(report, as_json)
@@ -156,7 +156,7 @@ def push(
 ) -> None:
     """Deliver registered products to a folder, manifest last."""
     with _bar() as bar:
-        report = service.push(
+        report = dts.push(
             database(),
             settings(),
             target,
@@ -186,9 +186,9 @@ def watch(
     every_s = float(every) if every.strip().isdigit() else parse_duration_ns(every) / NS_PER_S
     if every_s <= 0:
         raise BadInput(f"--every must be a positive duration, not {every!r}")
-    seen: list[service.TransferReport] = []
+    seen: list[dts.TransferReport] = []
 
-    def show(report: service.TransferReport) -> None:
+    def show(report: dts.TransferReport) -> None:
         if as_json:
             seen.append(report)
         else:
@@ -198,7 +198,7 @@ def watch(
         console.print(f"watching {source} every {every}; Ctrl-C to stop")
     try:
         with _bar() as bar:
-            service.watch(
+            dts.watch(
                 database(),
                 settings(),
                 source,
@@ -224,7 +224,7 @@ def list_(
     as_json: Json = False,
 ) -> None:
     """Transfers, newest first."""
-    rows = service.transfers(database(), direction=direction, status=status, limit=limit)
+    rows = dts.transfers(database(), direction=direction, status=status, limit=limit)
     if as_json:
         emit_json(rows)
         return
@@ -267,7 +267,7 @@ def list_(
 @transfer_app.command("show")
 def show(transfer_id: int, as_json: Json = False) -> None:
     """A transfer's files (with why any was not taken) and the workflows it started."""
-    view = service.transfer(database(), transfer_id)
+    view = dts.transfer(database(), transfer_id)
     if as_json:
         emit_json(view)
         return

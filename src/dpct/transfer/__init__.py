@@ -1,5 +1,6 @@
 """DTS: verified, resumable, idempotent transfer of deliveries in and products out."""
 
+from dpct.transfer._history import TransferView, transfer, transfers
 from dpct.transfer._manifest import (
     FORMAT,
     MANIFEST,
@@ -11,18 +12,11 @@ from dpct.transfer._manifest import (
     read_manifest,
     write_delivery,
 )
+from dpct.transfer._pull import pull
+from dpct.transfer._push import push
 from dpct.transfer._recovery import Recovery, recover_stale_transfers
-from dpct.transfer.service import (
-    Progress,
-    TransferReport,
-    TransferView,
-    poll,
-    pull,
-    push,
-    transfer,
-    transfers,
-    watch,
-)
+from dpct.transfer._report import Progress, TransferReport
+from dpct.transfer._watch import poll, watch
 
 __all__ = [
     "FORMAT",

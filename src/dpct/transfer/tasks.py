@@ -20,8 +20,7 @@ from dpct.datamodel import NS_PER_DAY, DataSpec, data_type
 from dpct.errors import BadInput, Conflict, NotFound
 from dpct.storage import Database, DatasetRow, find_datasets, open_filesystem, settings_database
 from dpct.tasks import NoData, PermanentTaskError, task
-from dpct.transfer import MANIFEST, Manifest, parse_manifest
-from dpct.transfer.service import push
+from dpct.transfer import MANIFEST, Manifest, parse_manifest, push
 
 data_type(
     "dts_delivery",

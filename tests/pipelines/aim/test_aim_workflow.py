@@ -25,8 +25,7 @@ from dpct.processing import run_inline
 from dpct.sim import SimConfig, Simulator, Span
 from dpct.storage import Database, find_datasets, read_product
 from dpct.testing import FakeClock
-from dpct.transfer import DeliveryWriter, read_manifest, transfers
-from dpct.transfer.service import pull
+from dpct.transfer import DeliveryWriter, pull, read_manifest, transfers
 from dpct.workflows import service
 
 DAY = 700

@@ -27,8 +27,7 @@ from dpct.sim import BamJump, SimConfig, Simulator
 from dpct.sim.delivery import write_days
 from dpct.storage import Database, find_datasets, read_product, sha256_file
 from dpct.testing import FakeClock
-from dpct.transfer import read_manifest, transfers
-from dpct.transfer.service import pull
+from dpct.transfer import pull, read_manifest, transfers
 from dpct.transfer.tasks import DeliverConfig, deliver
 from dpct.workflows import service
 

@@ -16,7 +16,7 @@ from dpct.sim import BamJump, SimConfig, Simulator, TelemetryGap
 from dpct.sim.delivery import write_days
 from dpct.storage import Database, find_datasets, read_product
 from dpct.testing import FakeClock
-from dpct.transfer.service import pull
+from dpct.transfer import pull
 from dpct.workflows import service
 
 DAY = 700

@@ -22,8 +22,7 @@ from dpct.storage import (
     read_product,
 )
 from dpct.testing import FakeClock
-from dpct.transfer import read_manifest
-from dpct.transfer.service import pull
+from dpct.transfer import pull, read_manifest
 from dpct.workflows import service
 
 DAY = 700

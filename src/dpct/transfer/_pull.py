@@ -1,4 +1,4 @@
-"""DTS service: pull deliveries in, push products out, watch a folder of deliveries.
+"""Pull: fetch a delivery in, verify every file, register it whole.
 
 A pull is safe to repeat and to interrupt. Every file is checked before anything is
 registered (size, SHA-256, data type, Parquet footer schema, row count); a file already
@@ -20,34 +20,17 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
-import os
 import shutil
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
-
-import pyarrow as pa
-import pyarrow.parquet as pq
-from fsspec import AbstractFileSystem
-from fsspec.implementations.local import LocalFileSystem
 
 from dpct import __version__
 from dpct.config import Settings
-from dpct.datamodel import DATA_TYPES, DataSpec, DataType
-from dpct.errors import (
-    BadInput,
-    Conflict,
-    DpctError,
-    NotFound,
-    SchemaMismatch,
-    TransferError,
-    UnknownDataType,
-)
+from dpct.datamodel import DataSpec, DataType
+from dpct.errors import BadInput, DpctError, NotFound, TransferError
 from dpct.storage import (
     ClaimKey,
     Connection,
@@ -58,158 +41,33 @@ from dpct.storage import (
     TransferFileStatus,
     TransferRow,
     TransferStatus,
-    WorkflowRow,
     beat_transfer,
     claim_files,
-    datasets_to_push,
     finish_transfer,
     get_transfer,
-    list_transfers,
-    pulled_peers,
     record_transfer_file,
     register_dataset,
     release_claims,
     set_claim_location,
     start_transfer,
     store_at,
-    store_for,
-    transfer_files_of,
-    workflows_of_transfer,
 )
-from dpct.transfer._manifest import MANIFEST, Manifest, ManifestEntry, SpecModel, parse_manifest
+from dpct.transfer._heartbeat import Heartbeat
+from dpct.transfer._manifest import MANIFEST, Manifest, ManifestEntry, parse_manifest
 from dpct.transfer._owner import HEARTBEAT_S, this_process
-from dpct.transfer._peers import (
-    CHUNK,
-    MissingFile,
-    Peer,
-    fetch,
-    filesystem,
-    open_peer,
-    read_small,
-)
+from dpct.transfer._peers import MissingFile, Peer, fetch, open_peer, read_small
 from dpct.transfer._recovery import recover_stale_transfers
-from dpct.transfer._staging import (
-    adopt,
-    clean_staging,
-    staged_name,
-    staging_root,
-    transfer_staging,
-)
-
-Clock = Callable[[], float]
-
-
-class Progress(Protocol):
-    """What a pull reports as it goes (the CLI draws a bar over bytes from it)."""
-
-    def begin(self, delivery: str, files: int, nbytes: int) -> None: ...
-
-    def advance(self, nbytes: int) -> None: ...
-
-    def file_done(self, row: TransferFileRow) -> None: ...
-
-    def waiting(self, message: str) -> None:
-        """The pull waits for another that holds some of its files."""
-        ...
-
-
-class _Quiet:
-    def begin(self, delivery: str, files: int, nbytes: int) -> None:
-        pass
-
-    def advance(self, nbytes: int) -> None:
-        pass
-
-    def file_done(self, row: TransferFileRow) -> None:
-        pass
-
-    def waiting(self, message: str) -> None:
-        pass
-
-
-@dataclass(frozen=True, slots=True)
-class TransferReport:
-    """A finished transfer: its row, what became of each file, and how it went.
-
-    ``wire_bytes`` counts what crossed the wire this time (received by a pull, sent by
-    a push): a resumed or duplicate file costs less than its size, so this is the figure
-    to compare with the link's speed.
-    """
-
-    transfer: TransferRow
-    files: tuple[TransferFileRow, ...]
-    delivery: str
-    wire_bytes: int
-    seconds: float
-
-    @property
-    def id(self) -> int:
-        return self.transfer.id
-
-    @property
-    def status(self) -> str:
-        return self.transfer.status
-
-    def with_status(self, status: str) -> list[TransferFileRow]:
-        return [f for f in self.files if f.status == status]
-
-
-@dataclass(frozen=True, slots=True)
-class TransferView:
-    """One transfer with its files and the workflows its data started."""
-
-    transfer: TransferRow
-    files: list[TransferFileRow]
-    workflows: list[WorkflowRow]
-
-
-# ---------------------------------------------------------------- folders ------------
-
-
-def staging_dir(settings: Settings) -> Path:
-    return staging_root(settings)
+from dpct.transfer._report import Clock, Progress, Quiet, TransferReport
+from dpct.transfer._staging import adopt, clean_staging, staged_name, staging_root, transfer_staging
+from dpct.transfer._verify import Rejected, verify
 
 
 def quarantine_dir(settings: Settings, transfer_id: int) -> Path:
     return settings.home / "transfer" / "quarantine" / str(transfer_id)
 
 
-# ---------------------------------------------------------------- liveness -----------
-
 CLAIM_POLL_S = 0.25
 """How often a pull waiting for another's claims looks again."""
-
-
-class _Heartbeat:
-    """Beats a running transfer's row every ``every_s`` so other hosts see it live.
-
-    Stops once the row is no longer RUNNING (recovery took it for dead): the pull then
-    finds its claims gone when it next stores or registers a file, and stops there.
-    """
-
-    def __init__(self, db: Database, transfer_id: int, clock: Clock, every_s: float) -> None:
-        self.db, self.transfer_id, self.clock, self.every_s = db, transfer_id, clock, every_s
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="dts-heartbeat", daemon=True)
-
-    def __enter__(self) -> _Heartbeat:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.every_s):
-            try:
-                alive = self.db.run_write(
-                    lambda conn: beat_transfer(conn, self.transfer_id, self.clock())
-                )
-            except DpctError:
-                continue  # the database is away for a moment; the pull will notice too
-            if not alive:
-                return
 
 
 class _Lost(TransferError):
@@ -222,9 +80,6 @@ def _lost(transfer_id: int) -> _Lost:
         "for dead) and its claims were released; nothing more of it is registered: pull "
         "the delivery again"
     )
-
-
-# ---------------------------------------------------------------- pull ----------------
 
 
 def pull(
@@ -249,12 +104,14 @@ def pull(
     if workers < 1:
         raise BadInput(f"workers must be at least 1, not {workers}")
     peer = open_peer(source)
-    report = _Pull(db, settings, peer, workers, retries, backoff_s, progress, clock).run()
+    report = Pull(db, settings, peer, workers, retries, backoff_s, progress, clock).run()
     assert report is not None
     return report
 
 
-class _Pull:
+class Pull:
+    """One pull of one delivery; a watcher runs one per sub-folder (``skip_unsealed``)."""
+
     def __init__(
         self,
         db: Database,
@@ -273,7 +130,7 @@ class _Pull:
         self.workers = workers
         self.retries = retries
         self.backoff_s = backoff_s
-        self.progress = progress or _Quiet()
+        self.progress = progress or Quiet()
         self.clock = clock
         self.skip_unsealed = skip_unsealed
         self.store = store_at(settings.store_root)
@@ -325,7 +182,7 @@ class _Pull:
         self.progress.begin(manifest.delivery, len(manifest.files), manifest.total_bytes)
         pool = ThreadPoolExecutor(self.workers, thread_name_prefix="dts-pull")
         try:
-            with _Heartbeat(self.db, self.transfer_id, self.clock, HEARTBEAT_S):
+            with Heartbeat(self.db, self.transfer_id, self.clock, HEARTBEAT_S):
                 self._claim(manifest)
                 # The same bytes listed twice: the second copy once the first is known
                 # good (a duplicate) or bad (then fetched in its own right).
@@ -467,8 +324,8 @@ class _Pull:
             self.wire_bytes += fetched.received
         try:
             try:
-                data_type, spec = _check(entry, staged, fetched.size, fetched.checksum)
-            except _Rejected as rejected:
+                data_type, spec = verify(entry, staged, fetched.size, fetched.checksum)
+            except Rejected as rejected:
                 return self._quarantine(entry, staged, str(rejected))
             return self._register(entry, staged, data_type, spec)
         except OSError as err:  # the store's or the quarantine's disk
@@ -646,338 +503,9 @@ def _dup_reason(known: DatasetRow) -> str:
     return f"already registered as dataset {known.id} ({known.spec.text})"
 
 
-class _Rejected(Exception):
-    """Why a fetched file cannot be registered (the quarantine reason)."""
-
-
-def _check(entry: ManifestEntry, path: Path, size: int, checksum: str) -> tuple[DataType, DataSpec]:
-    """The type and spec of a fetched file fit to register, or _Rejected with the reason.
-
-    The Parquet check reads the footer only: the bytes were hashed on the way in.
-    """
-    if size < entry.bytes:
-        raise _Rejected(f"truncated: {size} of {entry.bytes} bytes arrived")
-    if size > entry.bytes:
-        raise _Rejected(f"size mismatch: longer than the {entry.bytes} bytes listed")
-    if checksum != entry.checksum:
-        raise _Rejected(f"checksum mismatch: received {checksum}, manifest says {entry.checksum}")
-    try:
-        data_type = DATA_TYPES.get(entry.data_type)
-    except UnknownDataType as err:
-        raise _Rejected(f"unknown data type: {err}") from err
-    try:
-        spec = entry.spec.to_spec()
-    except DpctError as err:
-        raise _Rejected(f"bad spec: {err}") from err
-    if spec.data_type != entry.data_type:
-        raise _Rejected(
-            f"bad spec: the spec is of type {spec.data_type!r}, the file of {entry.data_type!r}"
-        )
-    try:
-        with pq.ParquetFile(path) as parquet:
-            schema = parquet.schema_arrow
-            rows = parquet.metadata.num_rows
-    except (pa.ArrowException, OSError) as err:
-        raise _Rejected(f"unreadable: not a Parquet file ({err})") from err
-    try:
-        data_type.conform(schema.empty_table(), where=entry.file)
-    except SchemaMismatch as err:
-        raise _Rejected(f"wrong schema: {err}") from err
-    if rows != entry.rows:
-        raise _Rejected(f"row count mismatch: the file holds {rows}, manifest says {entry.rows}")
-    return data_type, spec
-
-
 def _summary(delivery: str, rows: Sequence[TransferFileRow]) -> str:
     counts: dict[str, int] = {}
     for row in rows:
         counts[row.status] = counts.get(row.status, 0) + 1
     parts = [f"{n} {status.lower()}" for status, n in sorted(counts.items())]
     return f"delivery {delivery}: " + (", ".join(parts) if parts else "no files")
-
-
-# ---------------------------------------------------------------- push ----------------
-
-
-def push(
-    db: Database,
-    settings: Settings,
-    target: str | Path,
-    *,
-    data_type: str | None = None,
-    since_id: int = 0,
-    dataset_ids: Sequence[int] | None = None,
-    name: str | None = None,
-    limit: int = 10_000,
-    progress: Progress | None = None,
-    clock: Clock = time.time,
-) -> TransferReport:
-    """Deliver available datasets to the folder ``target`` (a local path or s3:// URL).
-
-    Files are copied (and hashed on the way: a store file that no longer matches its
-    registered checksum is not shipped), then the manifest is written last, so the
-    receiving end never sees half a delivery. ``target`` must not hold a manifest yet.
-    """
-    text = str(target)
-    scheme = text.split("://", 1)[0].lower() if "://" in text else "file"
-    if scheme not in ("file", "s3", "s3a"):
-        raise BadInput(f"cannot push to {text!r}: use a local folder or an s3:// URL")
-    if data_type is not None:
-        DATA_TYPES.get(data_type)
-    with db.read() as conn:
-        chosen = datasets_to_push(
-            conn, data_type=data_type, since_id=since_id, dataset_ids=dataset_ids, limit=limit
-        )
-    if not chosen:
-        raise NotFound(
-            "nothing to push: no available dataset matches"
-            + (f" type {data_type!r}" if data_type else "")
-            + (f" after id {since_id}" if since_id else "")
-            + (f" among ids {list(dataset_ids)}" if dataset_ids is not None else "")
-        )
-    if scheme == "file":
-        text = str(Path(text.split("://", 1)[-1]).expanduser().resolve())
-    fs, root = filesystem(text)
-    root = root.rstrip("/")
-    fs.invalidate_cache(root)  # an object store's listing cache may predate the manifest
-    if fs.exists(f"{root}/{MANIFEST}"):
-        raise Conflict(f"{text} already holds a sealed delivery ({MANIFEST}); push elsewhere")
-    out = progress or _Quiet()
-    started = time.monotonic()
-    total = sum(d.bytes for d in chosen)
-    owner = this_process()
-    with db.write() as conn:
-        transfer_id = start_transfer(
-            conn,
-            direction="push",
-            peer=text,
-            files=len(chosen),
-            nbytes=total,
-            now=clock(),
-            host=owner.host,
-            pid=owner.pid,
-            pid_start=owner.pid_start,
-        )
-    delivery = name or Path(root).name or f"push-{transfer_id}"
-    out.begin(delivery, len(chosen), total)
-    rows: list[TransferFileRow] = []
-    entries: list[ManifestEntry] = []
-    sent = 0
-    try:
-        with _Heartbeat(db, transfer_id, clock, HEARTBEAT_S):
-            fs.makedirs(root, exist_ok=True)
-            for dataset in chosen:
-                relative = (
-                    f"{dataset.spec.data_type}/{dataset.location.rstrip('/').rsplit('/', 1)[-1]}"
-                )
-                dest = f"{root}/{relative}"
-                reason = _copy_out(dataset, fs, dest, out.advance)
-                if not reason:
-                    sent += dataset.bytes
-                    entries.append(
-                        ManifestEntry(
-                            file=relative,
-                            bytes=dataset.bytes,
-                            checksum=dataset.checksum,
-                            data_type=dataset.spec.data_type,
-                            type_version=dataset.type_version,
-                            spec=SpecModel.of(dataset.spec),
-                            rows=dataset.rows,
-                        )
-                    )
-                status = TransferFileStatus.FAILED if reason else TransferFileStatus.SENT
-                with db.write() as conn:
-                    row = record_transfer_file(
-                        conn,
-                        transfer_id,
-                        name=relative,
-                        data_type=dataset.spec.data_type,
-                        nbytes=dataset.bytes,
-                        checksum=dataset.checksum,
-                        status=status,
-                        now=clock(),
-                        reason=reason,
-                        dataset_id=dataset.id,
-                        location=f"{text}/{relative}",
-                    )
-                rows.append(row)
-                out.file_done(row)
-            failed = [r for r in rows if r.status == TransferFileStatus.FAILED]
-            if failed:
-                status = TransferStatus.FAILED
-                message = (
-                    f"delivery {delivery}: {len(failed)} of {len(rows)} files not sent, so it "
-                    f"was not sealed; {failed[0].name}: {failed[0].reason}"
-                )
-            else:
-                manifest = Manifest(delivery=delivery, created_at=clock(), files=entries)
-                _seal(fs, root, manifest)
-                status = TransferStatus.DONE
-                message = f"delivery {delivery}: {len(rows)} files sent"
-    except BaseException as err:
-        with db.write() as conn:
-            finish_transfer(
-                conn,
-                transfer_id,
-                status=TransferStatus.FAILED,
-                now=clock(),
-                message=f"{type(err).__name__}: {err}",
-            )
-        raise
-    with db.write() as conn:
-        finish_transfer(conn, transfer_id, status=status, now=clock(), message=message)
-        transfer = get_transfer(conn, transfer_id)
-    assert transfer is not None
-    return TransferReport(transfer, tuple(rows), delivery, sent, time.monotonic() - started)
-
-
-def _copy_out(
-    dataset: DatasetRow, fs: AbstractFileSystem, dest: str, advance: Callable[[int], None]
-) -> str:
-    """Copy a stored product to ``dest``, hashing it; returns why it failed, or ''."""
-    digest = hashlib.sha256()
-    size = 0
-    try:
-        parent = dest.rsplit("/", 1)[0]
-        fs.makedirs(parent, exist_ok=True)
-        with store_for(dataset.location).open(dataset.location) as src, fs.open(dest, "wb") as dst:
-            while block := src.read(CHUNK):
-                digest.update(block)
-                dst.write(block)
-                size += len(block)
-                advance(len(block))
-    except (OSError, DpctError) as err:
-        return f"copy failed: {err}"
-    checksum = "sha256:" + digest.hexdigest()
-    if size != dataset.bytes or checksum != dataset.checksum:
-        fs.rm_file(dest)
-        return (
-            f"the stored file {dataset.location} no longer matches dataset {dataset.id} "
-            f"({size} bytes, {checksum}; registered {dataset.bytes} bytes, {dataset.checksum})"
-        )
-    return ""
-
-
-def _seal(fs: AbstractFileSystem, root: str, manifest: Manifest) -> None:
-    """Write the manifest whole: renamed into place locally; on S3 an upload is
-    visible only once complete, so a plain upload is atomic already."""
-    data = manifest.model_dump_json(indent=1).encode()
-    final = f"{root}/{MANIFEST}"
-    if isinstance(fs, LocalFileSystem):
-        tmp = f"{final}.tmp"
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, final)
-    else:
-        fs.pipe_file(final, data)
-
-
-# ---------------------------------------------------------------- watch ---------------
-
-
-def poll(
-    db: Database,
-    settings: Settings,
-    source: str | Path,
-    *,
-    workers: int = 4,
-    retries: int = 5,
-    backoff_s: float = 0.5,
-    progress: Progress | None = None,
-    clock: Clock = time.time,
-) -> list[TransferReport]:
-    """Pull every sealed delivery sub-folder of ``source`` not already pulled, in name order.
-
-    A delivery counts as pulled once a pull of its folder URL ended DONE or PARTIAL; a
-    FAILED one is tried again, and an unsealed one (no manifest yet) is left for later.
-    """
-    root = open_peer(source)
-    children = [root.child(name) for name in root.children()]
-    with db.read() as conn:
-        done = pulled_peers(conn, [c.url for c in children])
-    reports = []
-    for child in children:
-        if child.url in done:
-            continue
-        pulling = _Pull(
-            db, settings, child, workers, retries, backoff_s, progress, clock, skip_unsealed=True
-        )
-        report = pulling.run()  # None: not sealed yet, or not a delivery
-        if report is not None:
-            reports.append(report)
-    return reports
-
-
-def watch(
-    db: Database,
-    settings: Settings,
-    source: str | Path,
-    *,
-    every_s: float = 60.0,
-    once: bool = False,
-    workers: int = 4,
-    retries: int = 5,
-    backoff_s: float = 0.5,
-    on_report: Callable[[TransferReport], None] | None = None,
-    stop: threading.Event | None = None,
-    progress: Progress | None = None,
-    clock: Clock = time.time,
-) -> list[TransferReport]:
-    """Poll ``source`` every ``every_s`` seconds, pulling each new delivery exactly once.
-
-    With ``once`` it polls a single time and returns that pass's reports. Otherwise it
-    runs until ``stop`` is set (or the caller is interrupted), handing each report to
-    ``on_report`` and keeping none, so a watcher running for months holds no history.
-    """
-    if every_s <= 0:
-        raise BadInput(f"the polling period must be positive, not {every_s} s")
-    stop = stop or threading.Event()
-    while True:
-        reports = poll(
-            db,
-            settings,
-            source,
-            workers=workers,
-            retries=retries,
-            backoff_s=backoff_s,
-            progress=progress,
-            clock=clock,
-        )
-        if on_report is not None:
-            for report in reports:
-                on_report(report)
-        if once:
-            return reports
-        if stop.wait(every_s):
-            return []
-
-
-# ---------------------------------------------------------------- reading -------------
-
-
-def transfers(
-    db: Database,
-    *,
-    direction: str | None = None,
-    status: str | None = None,
-    limit: int = 50,
-) -> list[TransferRow]:
-    """Transfers, newest first; RUNNING ones whose process is gone are failed first."""
-    recover_stale_transfers(db)
-    with db.read() as conn:
-        return list_transfers(conn, direction=direction, status=status, limit=limit)
-
-
-def transfer(db: Database, transfer_id: int) -> TransferView:
-    """A transfer with its files and the workflows that its datasets triggered."""
-    with db.read() as conn:
-        row = get_transfer(conn, transfer_id)
-        if row is None:
-            raise NotFound(
-                f"transfer {transfer_id} does not exist; list them with `dpct transfer list`"
-            )
-        return TransferView(
-            row, transfer_files_of(conn, transfer_id), workflows_of_transfer(conn, transfer_id)
-        )
