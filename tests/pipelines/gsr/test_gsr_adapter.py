@@ -28,6 +28,7 @@ from dpct.pipelines.gsr.adapter import (
     observations_from_system,
 )
 from dpct.sim import GsrConfig, SimConfig, Simulator, Span, reference_catalogue, time_to_obmt
+from dpct.testing import gsr_problem
 
 START = 700 * NS_PER_DAY
 HALF_HOUR = 1800 * 10**9
@@ -122,7 +123,7 @@ def test_short_spans_leave_out_stars_that_cannot_be_solved(noiseless) -> None:
 
 
 def _standin(seed: int):
-    problem = gsr.make_problem(
+    problem = gsr_problem.make_problem(
         n_stars=300, mission_days=365.0, knot_minutes=2880.0, n_ccd_strips=2, seed=seed
     )
     ids = 5000 + np.arange(problem.layout.n_stars, dtype=np.int64)

@@ -10,6 +10,7 @@ import pytest
 import scipy.sparse.linalg as spla
 
 import dpct.pipelines.gsr as gsr
+from dpct.testing import gsr_problem
 
 
 def _scipy(system: gsr.GsrSystem, result: gsr.LsqrResult, **kwargs: object) -> tuple:
@@ -29,7 +30,7 @@ def _scaled_rel(result: gsr.LsqrResult, y_ref: np.ndarray) -> float:
 
 @pytest.mark.parametrize("precondition", ["stars", "columns"])
 def test_converged_solution_matches_scipy(
-    small_problem: gsr.SyntheticProblem,
+    small_problem: gsr_problem.SyntheticProblem,
     make_random_system: Callable[..., gsr.GsrSystem],
     precondition: str,
 ) -> None:
@@ -51,7 +52,7 @@ def test_converged_solution_matches_scipy(
 
 @pytest.mark.slow
 def test_column_scaled_solution_matches_scipy_on_simulated_problem(
-    small_problem: gsr.SyntheticProblem,
+    small_problem: gsr_problem.SyntheticProblem,
 ) -> None:
     system = small_problem.linear_system(noise=True)
     tol = dict(atol=1e-10, btol=1e-10, iter_lim=20_000)
@@ -61,7 +62,9 @@ def test_column_scaled_solution_matches_scipy_on_simulated_problem(
     assert _scaled_rel(ours, ref[0]) <= 1e-8
 
 
-def test_damping_and_starting_point_match_scipy(small_problem: gsr.SyntheticProblem) -> None:
+def test_damping_and_starting_point_match_scipy(
+    small_problem: gsr_problem.SyntheticProblem,
+) -> None:
     system = small_problem.linear_system(noise=True)
     x0 = np.random.default_rng(0).normal(size=system.layout.n_unknowns)
     tol = dict(atol=1e-10, btol=1e-10, damp=0.3)
@@ -84,7 +87,7 @@ def test_stopping_rules_are_lsqrs(make_random_system: Callable[..., gsr.GsrSyste
         assert (ours.istop, ours.itn) == (ref[1], ref[2]) == (istop, ref[2])
 
 
-def test_lsqr_variance_estimate_is_scipys(small_problem: gsr.SyntheticProblem) -> None:
+def test_lsqr_variance_estimate_is_scipys(small_problem: gsr_problem.SyntheticProblem) -> None:
     system = small_problem.linear_system(noise=True)
     # few iterations: column scaling alone leaves this problem ill-conditioned, and LSQR's
     # loss of orthogonality soon amplifies rounding differences (1e-16 -> 1e-6 in 15 steps)
@@ -111,3 +114,4 @@ def test_silent_by_default(
     gsr.solve(make_random_system(seed=9), iter_lim=5)
     captured = capsys.readouterr()
     assert captured.out == "" and captured.err == ""
+

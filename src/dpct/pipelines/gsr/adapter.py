@@ -546,11 +546,12 @@ def observations_from_system(
 ) -> pa.Table:
     """The rows of a GsrSystem in the ``gsr_observations`` format: the inverse of adapt.
 
-    For tests and demos: the solver's stand-in (:func:`make_problem`) solves in a second
-    what the mission simulator needs a simulated year for, and this turns its system
-    into rows that the pipeline reads like any delivery. Times are shifted so that the
-    system's first knot falls on ``origin_ns``; fields the system does not know (FoV,
-    CCD) are 0, and the scan angle is that of the astrometric partials.
+    For tests and demos: the test problem (``dpct.testing.gsr_problem.make_problem``)
+    solves in a second what the mission simulator needs a simulated year for, and this
+    turns its system into rows that the pipeline reads like any delivery. Times are
+    shifted so that the system's first knot falls on ``origin_ns``; fields the system
+    does not know (FoV, CCD) are 0, and the scan angle is that of the astrometric
+    partials.
     """
     m = system.n_rows
     lay = system.layout
