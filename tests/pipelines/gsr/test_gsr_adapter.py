@@ -255,6 +255,14 @@ def test_instrument_terms_and_gamma_are_optional(rows, standin) -> None:
     assert np.all(reduced.coef[:, 8:12] == 0)
 
 
+def test_row_order_does_not_change_the_system(rows, standin) -> None:
+    """Rows in any order (one table, or read back month by month): the same system, bits."""
+    shuffled = rows.take(np.random.default_rng(0).permutation(rows.num_rows))
+    assert adapt(shuffled, standin[2]).system.fingerprint() == (
+        adapt(rows, standin[2]).system.fingerprint()
+    )
+
+
 def test_truth_tables_for_reports(noiseless) -> None:
     _, _, stars, _ = noiseless
     truth = astrometric_truth(stars)

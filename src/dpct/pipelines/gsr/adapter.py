@@ -501,7 +501,14 @@ def _reduce_instrument(
 
 
 def _fit_knots(obmt: NDArray[np.int64], spline_pos: NDArray[np.float64]) -> tuple[int, int]:
-    """Knot spacing and origin (ns) from rows' B-spline positions: a straight-line fit."""
+    """Knot spacing and origin (ns) from rows' B-spline positions: a straight-line fit.
+
+    The rows are put in a canonical order first: the sums' rounding, and so the origin's
+    last nanosecond, must not depend on the order the rows came in (one table, or the
+    same rows read back month by month).
+    """
+    order = np.lexsort((spline_pos, obmt))
+    obmt, spline_pos = obmt[order], spline_pos[order]
     ref = int(obmt[0])
     dt = (obmt - ref).astype(np.float64)
     p0 = float(spline_pos.mean())
