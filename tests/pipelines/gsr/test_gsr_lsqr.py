@@ -115,3 +115,40 @@ def test_silent_by_default(
     captured = capsys.readouterr()
     assert captured.out == "" and captured.err == ""
 
+
+def test_iteration_resumes_from_its_state_without_any_driver(
+    make_random_system: Callable[..., gsr.GsrSystem],
+) -> None:
+    """The bare iteration: stopped by its callback, it goes on from the state it left."""
+    from dpct.pipelines.gsr._kernels import RowOperator
+    from dpct.pipelines.gsr._lsqr_iteration import ISTOP_INTERRUPTED, iterate, norm, start
+
+    system = make_random_system(seed=5)
+    tol = dict(damp=0.0, atol=1e-10, btol=1e-10, conlim=1e12, iter_lim=500)
+    pre = gsr.make_preconditioner(system, "stars")
+    bnorm = norm(system.weighted_rhs())
+
+    def run(stop_at: int | None) -> tuple[np.ndarray, int, list[int]]:
+        op = RowOperator(system)
+        state = start(op, pre, bnorm=bnorm, x0=None, calc_var=False)
+        seen: list[int] = []
+
+        def hook(info: gsr.IterationInfo, current: object) -> bool:
+            seen.append(info.itn)
+            return info.itn == stop_at
+
+        iterate(op, pre, state, **tol, on_iteration=hook)
+        if stop_at is not None:
+            assert state.istop == ISTOP_INTERRUPTED and state.itn == stop_at
+            iterate(op, pre, state, **tol, on_iteration=hook)
+        return pre.apply(state.y), state.istop, seen
+
+    whole, istop, seen_whole = run(None)
+    resumed, istop_resumed, seen_resumed = run(7)
+    assert np.array_equal(resumed, whole)  # bit for bit
+    assert istop_resumed == istop == 2
+    assert seen_resumed == seen_whole == list(range(1, len(seen_whole) + 1))
+    a = gsr.to_csr(system) @ pre.to_sparse()
+    ref = spla.lsqr(a, system.weighted_rhs(), atol=1e-10, btol=1e-10)
+    y = pre.solve(whole)
+    assert np.linalg.norm(y - ref[0]) <= 1e-8 * np.linalg.norm(ref[0])
