@@ -48,9 +48,10 @@ from dpct.pipelines.gsr._kernels import (
     _reduce,
 )
 from dpct.pipelines.gsr._reference import csr_nbytes_per_observation
+from dpct.testing import gsr_problem
 
 
-def problem_for(n_obs: float, seed: int = 0) -> gsr.SyntheticProblem:
+def problem_for(n_obs: float, seed: int = 0) -> gsr_problem.SyntheticProblem:
     """A simulated problem with about ``n_obs`` observations, ~100 per star.
 
     A year of scanning with 6 CCD strips gives ~100 observations per star; the attitude
@@ -58,7 +59,7 @@ def problem_for(n_obs: float, seed: int = 0) -> gsr.SyntheticProblem:
     """
     n_stars = round(n_obs / 100 * 1.03)
     knot = max(30.0, 480.0 * 1e4 / n_stars)
-    return gsr.make_problem(
+    return gsr_problem.make_problem(
         n_stars=n_stars, mission_days=365.0, knot_minutes=knot, n_ccd_strips=6, seed=seed
     )
 

@@ -13,6 +13,7 @@ import pytest
 from gsr_testing import CI_PROBLEM, SMALL_PROBLEM, TIGHT, Solved, random_system
 
 import dpct.pipelines.gsr as gsr
+from dpct.testing import gsr_problem
 
 HERE = Path(__file__).parent
 
@@ -23,17 +24,17 @@ def make_random_system() -> Callable[..., gsr.GsrSystem]:
 
 
 @pytest.fixture(scope="session")
-def small_problem() -> gsr.SyntheticProblem:
-    return gsr.make_problem(**SMALL_PROBLEM)
+def small_problem() -> gsr_problem.SyntheticProblem:
+    return gsr_problem.make_problem(**SMALL_PROBLEM)
 
 
 @pytest.fixture(scope="session")
-def ci_problem() -> gsr.SyntheticProblem:
-    return gsr.make_problem(**CI_PROBLEM)
+def ci_problem() -> gsr_problem.SyntheticProblem:
+    return gsr_problem.make_problem(**CI_PROBLEM)
 
 
 @pytest.fixture(scope="session")
-def ci_noisy(ci_problem: gsr.SyntheticProblem) -> Solved:
+def ci_noisy(ci_problem: gsr_problem.SyntheticProblem) -> Solved:
     system = ci_problem.linear_system(noise=True)
     result = gsr.solve(system, **TIGHT)
     return Solved(ci_problem, system, result, gsr.standard_errors(system, result))

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 import dpct.pipelines.gsr as gsr
+from dpct.testing import gsr_problem
 
 # 10^4 stars over a year, 3 CCD strips: ~5e5 observations, the CI truth-recovery problem
 CI_PROBLEM = dict(n_stars=10_000, mission_days=365.0, knot_minutes=480.0, n_ccd_strips=3)
@@ -68,7 +69,7 @@ def random_system(
 class Solved:
     """A simulated problem, one of its linear systems, the solution and its errors."""
 
-    problem: gsr.SyntheticProblem
+    problem: gsr_problem.SyntheticProblem
     system: gsr.GsrSystem
     result: gsr.LsqrResult
     errors: gsr.StandardErrors | None = None

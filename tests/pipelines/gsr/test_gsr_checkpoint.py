@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 
 import dpct.pipelines.gsr as gsr
+from dpct.testing import gsr_problem
 
 TOL = dict(atol=1e-10, btol=1e-10)
 
 
 @pytest.fixture(scope="module")
-def system(small_problem: gsr.SyntheticProblem) -> gsr.GsrSystem:
+def system(small_problem: gsr_problem.SyntheticProblem) -> gsr.GsrSystem:
     return small_problem.linear_system(noise=True)
 
 
@@ -87,7 +88,7 @@ def test_checkpoint_of_another_problem_is_refused(system: gsr.GsrSystem, tmp_pat
 
 
 def test_outer_loop_resumes_after_interruption(
-    small_problem: gsr.SyntheticProblem, tmp_path: Path
+    small_problem: gsr_problem.SyntheticProblem, tmp_path: Path
 ) -> None:
     x0 = np.zeros(small_problem.layout.n_unknowns)
     kwargs = dict(update_tol=1e-3, max_outer=4, **TOL)

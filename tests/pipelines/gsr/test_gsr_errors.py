@@ -6,15 +6,16 @@ import numpy as np
 import pytest
 
 import dpct.pipelines.gsr as gsr
+from dpct.testing import gsr_problem
 
 # small enough for a dense normal matrix (~4000 unknowns)
 TINY = dict(n_stars=500, mission_days=365.0, knot_minutes=2880.0, n_ccd_strips=2, n_ccd_rows=3)
 
 
 @pytest.fixture(scope="module")
-def tiny() -> tuple[gsr.SyntheticProblem, gsr.GsrSystem, np.ndarray]:
+def tiny() -> tuple[gsr_problem.SyntheticProblem, gsr.GsrSystem, np.ndarray]:
     """A tiny problem and the covariance of its solution, from the dense normal matrix."""
-    problem = gsr.make_problem(**TINY)
+    problem = gsr_problem.make_problem(**TINY)
     system = problem.linear_system(noise=True)
     a = gsr.to_csr(system).toarray()
     n_inv = np.linalg.inv(a.T @ a)

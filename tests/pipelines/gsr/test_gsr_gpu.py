@@ -11,11 +11,12 @@ from gsr_testing import TIGHT
 import dpct.pipelines.gsr as gsr
 from dpct.pipelines.gsr._gpu import GpuRowOperator, gpu_available
 from dpct.pipelines.gsr._kernels import RowOperator
+from dpct.testing import gsr_problem
 
 pytestmark = pytest.mark.skipif(not gpu_available(), reason="no CUDA device seen by CuPy")
 
 
-def test_gpu_pass_matches_cpu_pass(small_problem: gsr.SyntheticProblem) -> None:
+def test_gpu_pass_matches_cpu_pass(small_problem: gsr_problem.SyntheticProblem) -> None:
     system = small_problem.linear_system(noise=True)
     rng = np.random.default_rng(1)
     vs = rng.normal(size=system.layout.n_unknowns)
@@ -36,7 +37,7 @@ def test_gpu_pass_matches_cpu_pass(small_problem: gsr.SyntheticProblem) -> None:
 
 
 def test_gpu_solve_matches_cpu_solve_and_resumes_on_cpu(
-    small_problem: gsr.SyntheticProblem, tmp_path: Path
+    small_problem: gsr_problem.SyntheticProblem, tmp_path: Path
 ) -> None:
     system = small_problem.linear_system(noise=True)
     cpu = gsr.solve(system, **TIGHT)

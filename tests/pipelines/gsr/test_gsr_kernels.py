@@ -12,6 +12,7 @@ import scipy.sparse.linalg as spla
 import dpct.pipelines.gsr as gsr
 from dpct.pipelines.gsr import _kernels
 from dpct.pipelines.gsr._reference import csr_nbytes_per_observation
+from dpct.testing import gsr_problem
 
 
 def _assert_equal_products(system: gsr.GsrSystem, x: np.ndarray, y: np.ndarray) -> None:
@@ -43,7 +44,9 @@ def test_products_match_csr_on_random_vectors(
         _assert_equal_products(system, x, y)
 
 
-def test_products_match_csr_on_simulated_system(small_problem: gsr.SyntheticProblem) -> None:
+def test_products_match_csr_on_simulated_system(
+    small_problem: gsr_problem.SyntheticProblem,
+) -> None:
     system = small_problem.linear_system()
     rng = np.random.default_rng(3)
     x = rng.normal(size=system.shape[1])
@@ -84,7 +87,9 @@ def test_products_do_not_depend_on_thread_count(
     assert np.array_equal(one, many)
 
 
-def test_memory_per_observation_is_within_target(small_problem: gsr.SyntheticProblem) -> None:
+def test_memory_per_observation_is_within_target(
+    small_problem: gsr_problem.SyntheticProblem,
+) -> None:
     system = small_problem.linear_system()
     mem = system.memory_per_observation()
     per_row = sum(v for k, v in mem.items() if k not in ("shared, amortised", "total"))

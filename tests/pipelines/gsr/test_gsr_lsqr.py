@@ -10,6 +10,7 @@ import pytest
 import scipy.sparse.linalg as spla
 
 import dpct.pipelines.gsr as gsr
+from dpct.testing import gsr_problem
 
 
 def _scipy(system: gsr.GsrSystem, result: gsr.LsqrResult, **kwargs: object) -> tuple:
@@ -29,7 +30,7 @@ def _scaled_rel(result: gsr.LsqrResult, y_ref: np.ndarray) -> float:
 
 @pytest.mark.parametrize("precondition", ["stars", "columns"])
 def test_converged_solution_matches_scipy(
-    small_problem: gsr.SyntheticProblem,
+    small_problem: gsr_problem.SyntheticProblem,
     make_random_system: Callable[..., gsr.GsrSystem],
     precondition: str,
 ) -> None:
@@ -51,7 +52,7 @@ def test_converged_solution_matches_scipy(
 
 @pytest.mark.slow
 def test_column_scaled_solution_matches_scipy_on_simulated_problem(
-    small_problem: gsr.SyntheticProblem,
+    small_problem: gsr_problem.SyntheticProblem,
 ) -> None:
     system = small_problem.linear_system(noise=True)
     tol = dict(atol=1e-10, btol=1e-10, iter_lim=20_000)
@@ -61,7 +62,9 @@ def test_column_scaled_solution_matches_scipy_on_simulated_problem(
     assert _scaled_rel(ours, ref[0]) <= 1e-8
 
 
-def test_damping_and_starting_point_match_scipy(small_problem: gsr.SyntheticProblem) -> None:
+def test_damping_and_starting_point_match_scipy(
+    small_problem: gsr_problem.SyntheticProblem,
+) -> None:
     system = small_problem.linear_system(noise=True)
     x0 = np.random.default_rng(0).normal(size=system.layout.n_unknowns)
     tol = dict(atol=1e-10, btol=1e-10, damp=0.3)
@@ -84,7 +87,7 @@ def test_stopping_rules_are_lsqrs(make_random_system: Callable[..., gsr.GsrSyste
         assert (ours.istop, ours.itn) == (ref[1], ref[2]) == (istop, ref[2])
 
 
-def test_lsqr_variance_estimate_is_scipys(small_problem: gsr.SyntheticProblem) -> None:
+def test_lsqr_variance_estimate_is_scipys(small_problem: gsr_problem.SyntheticProblem) -> None:
     system = small_problem.linear_system(noise=True)
     # few iterations: column scaling alone leaves this problem ill-conditioned, and LSQR's
     # loss of orthogonality soon amplifies rounding differences (1e-16 -> 1e-6 in 15 steps)
@@ -111,3 +114,41 @@ def test_silent_by_default(
     gsr.solve(make_random_system(seed=9), iter_lim=5)
     captured = capsys.readouterr()
     assert captured.out == "" and captured.err == ""
+
+
+def test_iteration_resumes_from_its_state_without_any_driver(
+    make_random_system: Callable[..., gsr.GsrSystem],
+) -> None:
+    """The bare iteration: stopped by its callback, it goes on from the state it left."""
+    from dpct.pipelines.gsr._kernels import RowOperator
+    from dpct.pipelines.gsr._lsqr_iteration import ISTOP_INTERRUPTED, iterate, norm, start
+
+    system = make_random_system(seed=5)
+    tol = dict(damp=0.0, atol=1e-10, btol=1e-10, conlim=1e12, iter_lim=500)
+    pre = gsr.make_preconditioner(system, "stars")
+    bnorm = norm(system.weighted_rhs())
+
+    def run(stop_at: int | None) -> tuple[np.ndarray, int, list[int]]:
+        op = RowOperator(system)
+        state = start(op, pre, bnorm=bnorm, x0=None, calc_var=False)
+        seen: list[int] = []
+
+        def hook(info: gsr.IterationInfo, current: object) -> bool:
+            seen.append(info.itn)
+            return info.itn == stop_at
+
+        iterate(op, pre, state, **tol, on_iteration=hook)
+        if stop_at is not None:
+            assert state.istop == ISTOP_INTERRUPTED and state.itn == stop_at
+            iterate(op, pre, state, **tol, on_iteration=hook)
+        return pre.apply(state.y), state.istop, seen
+
+    whole, istop, seen_whole = run(None)
+    resumed, istop_resumed, seen_resumed = run(7)
+    assert np.array_equal(resumed, whole)  # bit for bit
+    assert istop_resumed == istop == 2
+    assert seen_resumed == seen_whole == list(range(1, len(seen_whole) + 1))
+    a = gsr.to_csr(system) @ pre.to_sparse()
+    ref = spla.lsqr(a, system.weighted_rhs(), atol=1e-10, btol=1e-10)
+    y = pre.solve(whole)
+    assert np.linalg.norm(y - ref[0]) <= 1e-8 * np.linalg.norm(ref[0])

@@ -11,11 +11,14 @@ from gsr_testing import mpi_missing
 import dpct.pipelines.gsr as gsr
 from dpct.pipelines.gsr._distributed import load_rank_rows, rank_star_ranges, save_system
 from dpct.pipelines.gsr.mpi import run_mpi
+from dpct.testing import gsr_problem
 
 needs_mpi = pytest.mark.skipif(mpi_missing() is not None, reason=mpi_missing() or "")
 
 
-def test_ranks_split_rows_by_whole_stars(small_problem: gsr.SyntheticProblem, tmp_path: Path):
+def test_ranks_split_rows_by_whole_stars(
+    small_problem: gsr_problem.SyntheticProblem, tmp_path: Path
+):
     system = small_problem.linear_system(noise=True)
     save_system(system, tmp_path / "sys")
     star_ptr = system.star_row_ranges()
@@ -30,7 +33,9 @@ def test_ranks_split_rows_by_whole_stars(small_problem: gsr.SyntheticProblem, tm
 
 
 @needs_mpi
-def test_two_ranks_agree_with_one_process(small_problem: gsr.SyntheticProblem, tmp_path: Path):
+def test_two_ranks_agree_with_one_process(
+    small_problem: gsr_problem.SyntheticProblem, tmp_path: Path
+):
     system = small_problem.linear_system(noise=True)
     serial = gsr.solve(system, atol=1e-12, btol=1e-12)
     save_system(system, tmp_path / "sys")

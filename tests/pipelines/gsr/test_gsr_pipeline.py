@@ -27,7 +27,7 @@ from dpct.pipelines.gsr.adapter import adapt, observations_from_system
 from dpct.processing import LocalCluster, run_inline
 from dpct.storage import Database, ProductStore, find_datasets, read_product, register_dataset
 from dpct.tasks import TASK_TYPES, PermanentTaskError
-from dpct.testing import FakeClock
+from dpct.testing import FakeClock, gsr_problem
 from dpct.workflows import service
 
 DAY = 700
@@ -38,7 +38,7 @@ ENDED = {"SUCCESS", "FAILED", "PARTIALLYSUCCESS", "CANCELLED"}
 
 @dataclass
 class Inputs:
-    problem: gsr.SyntheticProblem
+    problem: gsr_problem.SyntheticProblem
     observations: pa.Table
     catalogue: pa.Table
     truth: pa.Table
@@ -46,7 +46,7 @@ class Inputs:
 
 
 def _inputs(n_stars: int, seed: int) -> Inputs:
-    problem = gsr.make_problem(
+    problem = gsr_problem.make_problem(
         n_stars=n_stars, mission_days=365.0, knot_minutes=2880.0, n_ccd_strips=2, seed=seed
     )
     system = problem.linear_system(noise=True)

@@ -7,6 +7,7 @@ import pytest
 from gsr_testing import TIGHT, Solved
 
 import dpct.pipelines.gsr as gsr
+from dpct.testing import gsr_problem
 
 
 def _blocks(layout: gsr.UnknownLayout) -> dict[str, slice]:
@@ -17,7 +18,9 @@ def _blocks(layout: gsr.UnknownLayout) -> dict[str, slice]:
     }
 
 
-def test_noise_free_observations_give_the_truth_back(ci_problem: gsr.SyntheticProblem) -> None:
+def test_noise_free_observations_give_the_truth_back(
+    ci_problem: gsr_problem.SyntheticProblem,
+) -> None:
     system = ci_problem.linear_system(noise=False)
     result = gsr.solve(system, **TIGHT)
     assert result.istop in (1, 2)
@@ -67,7 +70,7 @@ def test_constraints_fix_the_null_space(ci_noisy: Solved) -> None:
     assert np.max(np.abs(shift) / sigma) > 10  # the shift was far from negligible
 
 
-def test_without_constraints_the_start_decides(small_problem: gsr.SyntheticProblem) -> None:
+def test_without_constraints_the_start_decides(small_problem: gsr_problem.SyntheticProblem) -> None:
     # the same comparison fails without the constraint equations: LSQR never moves along
     # an exact null direction, so the start's null-space component stays in the solution
     z = 50.0 * small_problem.null_vectors()[0]  # attitude z against instrument offsets
@@ -85,7 +88,7 @@ def test_without_constraints_the_start_decides(small_problem: gsr.SyntheticProbl
 
 
 def test_outer_loop_reaches_the_truth_of_the_non_linear_model(
-    small_problem: gsr.SyntheticProblem,
+    small_problem: gsr_problem.SyntheticProblem,
 ) -> None:
     exact = small_problem.without_noise()
     x0 = np.zeros(exact.layout.n_unknowns)
@@ -101,7 +104,7 @@ def test_outer_loop_reaches_the_truth_of_the_non_linear_model(
 
 @pytest.mark.slow
 def test_truth_recovery_at_1e5_stars() -> None:
-    problem = gsr.make_problem(
+    problem = gsr_problem.make_problem(
         n_stars=100_000, mission_days=365.0, knot_minutes=120.0, n_ccd_strips=3, seed=5
     )
     system = problem.linear_system(noise=True)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import dpct.pipelines.gsr as gsr
+from dpct.testing import gsr_problem
 
 
 def _never(info: gsr.IterationInfo) -> bool:
@@ -60,7 +61,7 @@ def test_empty_system(good: gsr.GsrSystem) -> None:
     _refuse(empty, gsr.EmptySystemError, "no observation rows")
 
 
-def test_rank_deficient_without_constraints(small_problem: gsr.SyntheticProblem) -> None:
+def test_rank_deficient_without_constraints(small_problem: gsr_problem.SyntheticProblem) -> None:
     system = small_problem.linear_system().with_constraints(None)
     _refuse(system, gsr.RankDeficientError, "no constraint equations.*frame")
     # damping makes the solution unique: then it may go ahead

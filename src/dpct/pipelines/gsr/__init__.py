@@ -4,8 +4,8 @@ One row per along-scan observation (5 astrometric, 12 attitude, 6 instrument and
 global unknowns), stored compactly (:class:`GsrSystem`, about 100 bytes per observation);
 constraint equations fix the frame and attitude/instrument null space; preconditioned
 LSQR with one fused pass over the rows per iteration, checkpoints keyed by the job, an
-outer Gauss-Newton loop for the non-linearity, and honest standard errors. A simulated
-problem with known truth (:func:`make_problem`) stands in for the mission simulator.
+outer Gauss-Newton loop for the non-linearity, and honest standard errors. Tests and
+benchmarks get simulated problems with known truth from :mod:`dpct.testing.gsr_problem`.
 
 See ``docs/gsr.md`` for the equations, the storage layout and the measured figures.
 """
@@ -33,12 +33,24 @@ from dpct.pipelines.gsr._lsqr import LsqrResult, solve
 from dpct.pipelines.gsr._outer import LinearisedModel, OuterResult, solve_nonlinear
 from dpct.pipelines.gsr._precondition import Preconditioner, make_preconditioner
 from dpct.pipelines.gsr._progress import IterationInfo
-from dpct.pipelines.gsr._reference import to_csr
-from dpct.pipelines.gsr._synthetic import SimulationConfig, SyntheticProblem, make_problem
-from dpct.pipelines.gsr._system import Constraints, GsrSystem, UnknownLayout, make_system
+from dpct.pipelines.gsr._reference import bspline_weights, to_csr
+from dpct.pipelines.gsr._system import (
+    DAYS_PER_YEAR,
+    N_ASTRO,
+    N_AXES,
+    N_INSTR,
+    Constraints,
+    GsrSystem,
+    UnknownLayout,
+    make_system,
+)
 from dpct.pipelines.gsr._validate import validate_system
 
 __all__ = [
+    "DAYS_PER_YEAR",
+    "N_ASTRO",
+    "N_AXES",
+    "N_INSTR",
     "CheckpointMismatchError",
     "Constraints",
     "EmptySystemError",
@@ -53,17 +65,15 @@ __all__ = [
     "OuterResult",
     "Preconditioner",
     "RankDeficientError",
-    "SimulationConfig",
     "StandardErrors",
-    "SyntheticProblem",
     "UnknownLayout",
     "astrometric_block_errors",
     "attitude_constraints",
+    "bspline_weights",
     "checkpoint_path",
     "column_norms",
     "frame_constraints",
     "make_preconditioner",
-    "make_problem",
     "make_system",
     "matvec",
     "monte_carlo_errors",

@@ -10,11 +10,15 @@ rank 0 only.
 
 A system file (:func:`save_system`) lets every rank read just its rows
 (:func:`load_rank_rows`) through a memory map, so no rank ever holds the whole system.
+:class:`Ranks` is what the solve needs of the communicator besides the row pass: global
+sums, agreement on a stop, and per-rank checkpoint files.
 """
 
 from __future__ import annotations
 
 import json
+import math
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,6 +27,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from dpct.pipelines.gsr._kernels import RowOperator
+from dpct.pipelines.gsr._lsqr_iteration import sumsq
 from dpct.pipelines.gsr._system import Constraints, GsrSystem, UnknownLayout, star_blocks
 
 Reduce = Callable[[Any], Any]
@@ -132,3 +137,42 @@ class DistributedRowOperator:
         packed[-1] = ss
         total = self._reduce(packed)
         return total[:-1], float(total[-1])
+
+
+class Ranks:
+    """A solve spread over the ranks of an mpi4py communicator (every rank runs it)."""
+
+    def __init__(self, comm: Any) -> None:
+        self.reduce: Reduce = allreduce_sum(comm)
+        self.rank: int = comm.Get_rank()
+        self.size: int = comm.Get_size()
+
+    @property
+    def is_root(self) -> bool:
+        """Rank 0: the one that shows progress."""
+        return self.rank == 0
+
+    def checkpoint_file(self, path: str | os.PathLike[str]) -> Path:
+        """This rank's checkpoint file: the rank is added to the name when there are several."""
+        base = Path(path)
+        if self.size == 1:
+            return base
+        return base.with_name(f"{base.stem}.rank{self.rank}of{self.size}{base.suffix}")
+
+    def operator(self, system: GsrSystem) -> DistributedRowOperator:
+        """The row pass over this rank's rows, summed over all ranks."""
+        return DistributedRowOperator(system, self.reduce, self.rank)
+
+    def rhs_norm(self, system: GsrSystem) -> float:
+        """``|b|``: observation rows are spread over ranks, constraint rows are everywhere."""
+        bvec = system.weighted_rhs()
+        obs_sq = self.reduce(sumsq(bvec[: system.n_rows]))
+        return math.sqrt(obs_sq + sumsq(bvec[system.n_rows :]))
+
+    def agree(self, stop: bool) -> bool:
+        """Stop when any rank asks to, so that all ranks stop at the same iteration."""
+        return bool(self.reduce(int(stop)))
+
+    def n_rows(self, system: GsrSystem) -> int:
+        """Observation rows over all ranks."""
+        return int(self.reduce(system.n_rows))

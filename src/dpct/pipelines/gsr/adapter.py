@@ -501,7 +501,14 @@ def _reduce_instrument(
 
 
 def _fit_knots(obmt: NDArray[np.int64], spline_pos: NDArray[np.float64]) -> tuple[int, int]:
-    """Knot spacing and origin (ns) from rows' B-spline positions: a straight-line fit."""
+    """Knot spacing and origin (ns) from rows' B-spline positions: a straight-line fit.
+
+    The rows are put in a canonical order first: the sums' rounding, and so the origin's
+    last nanosecond, must not depend on the order the rows came in (one table, or the
+    same rows read back month by month).
+    """
+    order = np.lexsort((spline_pos, obmt))
+    obmt, spline_pos = obmt[order], spline_pos[order]
     ref = int(obmt[0])
     dt = (obmt - ref).astype(np.float64)
     p0 = float(spline_pos.mean())
@@ -546,11 +553,12 @@ def observations_from_system(
 ) -> pa.Table:
     """The rows of a GsrSystem in the ``gsr_observations`` format: the inverse of adapt.
 
-    For tests and demos: the solver's stand-in (:func:`make_problem`) solves in a second
-    what the mission simulator needs a simulated year for, and this turns its system
-    into rows that the pipeline reads like any delivery. Times are shifted so that the
-    system's first knot falls on ``origin_ns``; fields the system does not know (FoV,
-    CCD) are 0, and the scan angle is that of the astrometric partials.
+    For tests and demos: the test problem (``dpct.testing.gsr_problem.make_problem``)
+    solves in a second what the mission simulator needs a simulated year for, and this
+    turns its system into rows that the pipeline reads like any delivery. Times are
+    shifted so that the system's first knot falls on ``origin_ns``; fields the system
+    does not know (FoV, CCD) are 0, and the scan angle is that of the astrometric
+    partials.
     """
     m = system.n_rows
     lay = system.layout

@@ -1,13 +1,13 @@
-"""A small, honest stand-in for the mission simulator: a GSR-like problem with its truth.
+"""A small, honest GSR problem with its truth, for the solver's tests and benchmarks.
 
-Stars are spread uniformly on the sphere. A nominal scanning law (6 h spin, spin axis
-45 deg from the Sun precessing in 63 days, Sun moving along the ecliptic) carries two
-fields of view 106.5 deg apart over them; a star crossing a field gives one along-scan
-observation per CCD strip (9), on one of 7 CCD rows. Each observation is the star's
-along-scan field angle computed with the full non-linear model:
+Stars are spread uniformly on the sphere. The mission's nominal scanning law
+(:class:`~dpct.mission.NominalScanLaw`: 45 deg solar aspect, 63-day precession, the Sun
+on its real orbit) carries two fields of view 106.5 deg apart over them; a star crossing
+a field gives one along-scan observation per CCD strip (9), on one of 7 CCD rows. Each
+observation is the star's along-scan field angle computed with the full non-linear model:
 
-- astrometry: position, parallax (observer on a 1.01 AU orbit), proper motion, and the
-  Sun's light deflection scaled by ``(1 + gamma) / 2``;
+- astrometry: position, parallax (observer at L2, 1.01 times the Sun's distance),
+  proper motion, and the Sun's light deflection scaled by ``(1 + gamma) / 2``;
 - attitude: the nominal scanning law rotated by a small rotation whose components about
   the scanning frame's own x, y, z axes are cubic B-splines in time (uniform knots);
 - instrument: per field, CCD row and strip, an along-scan offset that is a degree-5
@@ -18,8 +18,9 @@ nominal attitude, zero calibration, gamma = 1) by amounts like those of a real m
 start: 100 mas in position, up to ~30 arcsec of attitude, ~0.1 arcsec of calibration,
 so that the linearisation matters and the outer loop has work to do.
 
-``dpct.sim`` will later produce the observations of a real simulated mission; this
-module only needs to be good enough to test the solver against a known truth.
+Test support, not science: ``dpct.sim`` produces the observations of a simulated
+mission; this module only needs to be good enough, and fast enough, to test the solver
+against a known truth. Time ``t`` is in days since the start of the nominal scanning law.
 """
 
 from __future__ import annotations
@@ -35,10 +36,20 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 from numpy.typing import NDArray
 
-from dpct.pipelines.gsr._constraints import attitude_constraints, frame_constraints
-from dpct.pipelines.gsr._kernels import F32, F64, I32, I64, matvec, star_normal_blocks
-from dpct.pipelines.gsr._reference import bspline_weights
-from dpct.pipelines.gsr._system import (
+from dpct.mission import NominalScanLaw, heliotropic_frame
+from dpct.mission.constants import (
+    BASIC_ANGLE_RAD,
+    DAY_NS,
+    L2_DISTANCE_FACTOR,
+    MAS,
+    NS_PER_S,
+    NSL_START_OBMT_NS,
+    SCHWARZSCHILD_HALF_AU_RAD,
+    SOLAR_ASPECT_DEG,
+    SPIN_RATE_RAD_S,
+    STRIP_PERIOD_NS,
+)
+from dpct.pipelines.gsr import (
     DAYS_PER_YEAR,
     N_ASTRO,
     N_AXES,
@@ -46,23 +57,29 @@ from dpct.pipelines.gsr._system import (
     Constraints,
     GsrSystem,
     UnknownLayout,
+    attitude_constraints,
+    bspline_weights,
+    frame_constraints,
     make_system,
+    matvec,
+    star_normal_blocks,
 )
 
-MAS = math.pi / (180 * 3600 * 1000)
-"""One milliarcsecond in radians."""
-BASIC_ANGLE = math.radians(106.5)
-SPIN_PERIOD_DAYS = 0.25
-PRECESSION_PERIOD_DAYS = 63.0
-SOLAR_ASPECT = math.radians(45.0)
-OBLIQUITY = math.radians(23.439281)
-ORBIT_AU = 1.01
-SUN_DEFLECTION_RAD = 1.32712440018e20 / (299792458.0**2 * 1.495978707e11)
-"""GM_sun / (c^2 AU): half the light deflection at 1 AU for a grazing... scale (radians)."""
-STRIP_SPACING_RAD = 4.85 * 2 * math.pi / (SPIN_PERIOD_DAYS * 86400)
-"""Along-scan distance between CCD strips: 4.85 s of scanning at 60 arcsec/s."""
+F64 = NDArray[np.float64]
+F32 = NDArray[np.float32]
+I32 = NDArray[np.int32]
+I64 = NDArray[np.int64]
+
 _TWO_PI = 2 * math.pi
-_SPIN_RATE = _TWO_PI / SPIN_PERIOD_DAYS  # rad / day
+_SPIN_RATE = SPIN_RATE_RAD_S * 86_400.0
+"""Inertial spin rate (rad / day): field angles decrease at about this rate."""
+SPIN_PERIOD_DAYS = _TWO_PI / _SPIN_RATE
+STRIP_SPACING_RAD = STRIP_PERIOD_NS / NS_PER_S * SPIN_RATE_RAD_S
+"""Along-scan distance between CCD strips: 4.85 s of scanning."""
+_NODE_STEP_DAYS = 1800 / 86_400
+"""Spacing of the scanning law's interpolation nodes (the law itself costs ~10 us/point)."""
+_NODE_MARGIN_DAYS = 1.0
+"""The nodes reach this far beyond the mission: transit searches look a little past it."""
 
 
 @dataclass(frozen=True)
@@ -127,9 +144,56 @@ class SimulationConfig:
 # --------------------------------------------------------------------------- geometry
 
 
+def _scan_nodes(mission_days: float) -> F64:
+    """The nominal scanning law on nodes ``_NODE_STEP_DAYS`` apart, for :func:`_scan`.
+
+    Row k is the law at ``t = k * step - margin`` (days). Columns come in pairs (value,
+    rate times the step) for cubic Hermite interpolation: the rows a, b, z of the
+    spin-free heliotropic frame (ICRS), the heliotropic spin phase (unwrapped) and the
+    observer's position (au). Only the spin turns fast, and it is a phase: interpolating
+    it and the slow frame keeps ``_scan`` cheap and smooth at any time.
+    """
+    n = math.ceil((mission_days + 2 * _NODE_MARGIN_DAYS) / _NODE_STEP_DAYS) + 2
+    t_days = np.arange(n) * _NODE_STEP_DAYS - _NODE_MARGIN_DAYS
+    obmt = NSL_START_OBMT_NS + np.round(t_days * DAY_NS).astype(np.int64)
+    angles = NominalScanLaw().angles(obmt)
+    frame, frame_dot = heliotropic_frame(angles)  # (n, 3 rows, 3), per second
+    h = _NODE_STEP_DAYS * 86_400.0
+    # the Sun's direction lies in the (a, z) plane at the solar aspect angle from z
+    xi = math.radians(SOLAR_ASPECT_DEG)
+    sun = math.cos(xi) * frame[:, 2] + math.sin(xi) * frame[:, 0]
+    sun_dot = math.cos(xi) * frame_dot[:, 2] + math.sin(xi) * frame_dot[:, 0]
+    r = angles["r_au"]
+    r_dot = np.gradient(r, h)
+    observer = -L2_DISTANCE_FACTOR * r[:, None] * sun
+    observer_dot = -L2_DISTANCE_FACTOR * (r_dot[:, None] * sun + r[:, None] * sun_dot)
+    cols = []
+    for row in range(3):
+        for c in range(3):
+            cols += [frame[:, row, c], frame_dot[:, row, c] * h]
+    cols += [np.unwrap(angles["omega"]), angles["omega_dot"] * h]
+    for c in range(3):
+        cols += [observer[:, c], observer_dot[:, c] * h]
+    return np.ascontiguousarray(np.stack(cols, axis=1))
+
+
+@nb.njit(cache=True, inline="always")
+def _hermite(nodes: F64, col: int, i: int, u: float) -> float:
+    h00 = (1.0 + 2.0 * u) * (1.0 - u) ** 2
+    h10 = u * (1.0 - u) ** 2
+    h01 = u * u * (3.0 - 2.0 * u)
+    h11 = u * u * (u - 1.0)
+    return (
+        h00 * nodes[i, col]
+        + h10 * nodes[i, col + 1]
+        + h01 * nodes[i + 1, col]
+        + h11 * nodes[i + 1, col + 1]
+    )
+
+
 @nb.njit(cache=True)
 def _scan(
-    t: float,
+    t: float, nodes: F64
 ) -> tuple[
     tuple[float, float, float],
     tuple[float, float, float],
@@ -137,35 +201,20 @@ def _scan(
     tuple[float, float, float],
 ]:
     """Nominal scanning law at time t (days): SRS axes x, y, z and observer position (AU)."""
-    lam = _TWO_PI * t / DAYS_PER_YEAR
-    cl, sl = math.cos(lam), math.sin(lam)
-    nu = _TWO_PI * t / PRECESSION_PERIOD_DAYS
-    cx, sx = math.cos(SOLAR_ASPECT), math.sin(SOLAR_ASPECT)
-    cn, sn = math.cos(nu), math.sin(nu)
-    # ecliptic frame: Sun direction s = (cl, sl, 0), pole k = (0, 0, 1), n2 = k x s
-    zx = cx * cl - sx * sn * sl
-    zy = cx * sl + sx * sn * cl
-    zz = sx * cn
-    # p: Sun direction projected on the scan plane (|p| = sin(aspect)); q = z x p
-    px = (cl - cx * zx) / sx
-    py = (sl - cx * zy) / sx
-    pz = (0.0 - cx * zz) / sx
-    qx = zy * pz - zz * py
-    qy = zz * px - zx * pz
-    qz = zx * py - zy * px
-    om = _SPIN_RATE * t
+    pos = (t + _NODE_MARGIN_DAYS) / _NODE_STEP_DAYS
+    i = min(max(math.floor(pos), 0), nodes.shape[0] - 2)
+    u = pos - i
+    om = _hermite(nodes, 18, i, u)
     co, so = math.cos(om), math.sin(om)
-    xx, xy, xz = co * px + so * qx, co * py + so * qy, co * pz + so * qz
-    yx = zy * xz - zz * xy
-    yy = zz * xx - zx * xz
-    yz = zx * xy - zy * xx
-    ce, se = math.cos(OBLIQUITY), math.sin(OBLIQUITY)
-    # ecliptic -> equatorial (rotation about the x axis by the obliquity)
+    a = (_hermite(nodes, 0, i, u), _hermite(nodes, 2, i, u), _hermite(nodes, 4, i, u))
+    b = (_hermite(nodes, 6, i, u), _hermite(nodes, 8, i, u), _hermite(nodes, 10, i, u))
+    z = (_hermite(nodes, 12, i, u), _hermite(nodes, 14, i, u), _hermite(nodes, 16, i, u))
+    # x = cos(omega) a + sin(omega) b, y = z x x = cos(omega) b - sin(omega) a
     return (
-        (xx, ce * xy - se * xz, se * xy + ce * xz),
-        (yx, ce * yy - se * yz, se * yy + ce * yz),
-        (zx, ce * zy - se * zz, se * zy + ce * zz),
-        (-ORBIT_AU * cl, -ORBIT_AU * ce * sl, -ORBIT_AU * se * sl),
+        (co * a[0] + so * b[0], co * a[1] + so * b[1], co * a[2] + so * b[2]),
+        (co * b[0] - so * a[0], co * b[1] - so * a[1], co * b[2] - so * a[2]),
+        z,
+        (_hermite(nodes, 20, i, u), _hermite(nodes, 22, i, u), _hermite(nodes, 24, i, u)),
     )
 
 
@@ -183,26 +232,26 @@ def _wrap(a: float) -> float:
 @nb.njit(cache=True)
 def _transits_of_star(
     u: tuple[float, float, float], field_phi: F64, zeta_max: float, n_rev: int, t_end: float,
-    out_t: F64, out_f: NDArray[np.int8], out_z: F64, write: bool,
+    nodes: F64, out_t: F64, out_f: NDArray[np.int8], out_z: F64, write: bool,
 ) -> int:  # fmt: skip
     """Field-of-view centre crossings of a fixed direction u; returns how many."""
     n = 0
     margin = math.sin(zeta_max) + 0.03  # the spin axis moves < 1.5 deg per revolution
     for r in range(n_rev):
         t_r = r * SPIN_PERIOD_DAYS
-        ax = _scan(t_r)
+        ax = _scan(t_r, nodes)
         if abs(_dot(ax[2], u)) > margin:
             continue
         for f in range(2):
             phi0 = math.atan2(_dot(ax[1], u), _dot(ax[0], u))
             t = t_r + ((phi0 - field_phi[f]) % _TWO_PI) / _SPIN_RATE
             for _ in range(4):  # the azimuth decreases at about the spin rate
-                a = _scan(t)
+                a = _scan(t, nodes)
                 phi = math.atan2(_dot(a[1], u), _dot(a[0], u))
                 t += _wrap(phi - field_phi[f]) / _SPIN_RATE
             if t < t_r or t >= t_r + SPIN_PERIOD_DAYS or t >= t_end:
                 continue
-            zeta = math.asin(min(1.0, max(-1.0, _dot(_scan(t)[2], u))))
+            zeta = math.asin(min(1.0, max(-1.0, _dot(_scan(t, nodes)[2], u))))
             if abs(zeta) >= zeta_max:
                 continue
             if write:
@@ -215,7 +264,14 @@ def _transits_of_star(
 
 @nb.njit(parallel=True, cache=True)
 def _find_transits(
-    ux: F64, uy: F64, uz: F64, field_phi: F64, zeta_max: float, n_rev: int, t_end: float
+    ux: F64,
+    uy: F64,
+    uz: F64,
+    field_phi: F64,
+    zeta_max: float,
+    n_rev: int,
+    t_end: float,
+    nodes: F64,
 ) -> tuple[I64, F64, NDArray[np.int8], F64]:
     """All transits of all stars: (star, time, field, zeta at the field centre)."""
     n_star = ux.shape[0]
@@ -225,7 +281,7 @@ def _find_transits(
     for s in nb.prange(n_star):
         u = (ux[s], uy[s], uz[s])
         counts[s] = _transits_of_star(
-            u, field_phi, zeta_max, n_rev, t_end, dummy_t, dummy_f, dummy_t, False
+            u, field_phi, zeta_max, n_rev, t_end, nodes, dummy_t, dummy_f, dummy_t, False
         )
     ptr = np.zeros(n_star + 1, np.int64)
     ptr[1:] = np.cumsum(counts)
@@ -236,7 +292,7 @@ def _find_transits(
         u = (ux[s], uy[s], uz[s])
         lo, hi = ptr[s], ptr[s + 1]
         _transits_of_star(
-            u, field_phi, zeta_max, n_rev, t_end, tt[lo:hi], ff[lo:hi], zz[lo:hi], True
+            u, field_phi, zeta_max, n_rev, t_end, nodes, tt[lo:hi], ff[lo:hi], zz[lo:hi], True
         )
     return ptr, tt, ff, zz
 
@@ -259,7 +315,7 @@ def _evaluate(
     star: I32, fov: NDArray[np.int8], cell: I32, t: F64, mu: F64, obs: F64,
     ra0: F64, dec0: F64,
     x: F64, n_stars: int, n_att: int, knot_dt: float, n_glob: int, field_phi: F64,
-    coef: F32, rhs: F64, knot: I32,
+    nodes: F64, coef: F32, rhs: F64, knot: I32,
 ) -> None:  # fmt: skip
     """Non-linear model at ``x``: residuals ``obs - computed`` (mas) and the partials.
 
@@ -280,7 +336,7 @@ def _evaluate(
         ca, sa, cd, sd = math.cos(a), math.sin(a), math.cos(d), math.sin(d)
         era = (-sa, ca, 0.0)
         edec = (-sd * ca, -sd * sa, cd)
-        ax, ay, az, b = _scan(ti)
+        ax, ay, az, b = _scan(ti, nodes)
         dty = ti / DAYS_PER_YEAR
         p0 = cd * ca + (dty * (pma * era[0] + pmd * edec[0]) - plx * b[0]) * MAS
         p1 = cd * sa + (dty * (pma * era[1] + pmd * edec[1]) - plx * b[1]) * MAS
@@ -292,7 +348,7 @@ def _evaluate(
         n0, n1, n2 = b[0] / rb, b[1] / rb, b[2] / rb
         un = u0 * n0 + u1 * n1 + u2 * n2
         gam = 1.0 + (x[x.shape[0] - 1] if n_glob else 0.0)
-        k = SUN_DEFLECTION_RAD / rb / (1.0 + un)
+        k = SCHWARZSCHILD_HALF_AU_RAD / rb / (1.0 + un)
         dgx, dgy, dgz = k * (n0 - un * u0), k * (n1 - un * u1), k * (n2 - un * u2)
         u0 += (1.0 + gam) * dgx
         u1 += (1.0 + gam) * dgy
@@ -435,7 +491,8 @@ class SyntheticProblem:
     def __init__(self, config: SimulationConfig | None = None) -> None:
         config = config or SimulationConfig()
         self.config = config
-        self._field_phi = np.array([BASIC_ANGLE / 2, -BASIC_ANGLE / 2])
+        self._nodes = _scan_nodes(config.mission_days)
+        self._field_phi = np.array([BASIC_ANGLE_RAD / 2, -BASIC_ANGLE_RAD / 2])
         zeta_max = math.radians(config.field_ac_half_deg)
         self._row_height = 2 * zeta_max / config.n_ccd_rows
         rng = np.random.default_rng(config.seed)
@@ -451,6 +508,7 @@ class SyntheticProblem:
             zeta_max,
             n_rev,
             config.mission_days,
+            self._nodes,
         )
         keep = np.diff(transits[0]) >= config.min_transits
         # a star may still have too alike scans to fix 5 parameters: drop it and redo
@@ -573,7 +631,7 @@ class SyntheticProblem:
         _evaluate(
             obs.star, obs.fov, obs.cell, obs.t, obs.mu, obs.value, self.ra, self.dec,
             np.ascontiguousarray(x, np.float64), lay.n_stars, lay.n_att, self.knot_dt,
-            lay.n_glob, self._field_phi, coef, rhs, knot,
+            lay.n_glob, self._field_phi, self._nodes, coef, rhs, knot,
         )  # fmt: skip
         return coef, rhs, knot
 
@@ -704,7 +762,7 @@ class SyntheticProblem:
         e_ra = np.stack([-sa, ca, np.zeros_like(sa)], axis=1)
         e_dec = np.stack([-sd * ca, -sd * sa, cd], axis=1)
         t_fit = (np.arange(8 * (lay.n_att - 3)) + 0.5) * self.knot_dt / 8
-        axes = np.array([np.array(_scan(t)[:3]) for t in t_fit])  # (k, 3 axes, 3)
+        axes = np.array([np.array(_scan(t, self._nodes)[:3]) for t in t_fit])  # (k, 3 axes, 3)
         basis = _bspline_matrix(t_fit, self.knot_dt, lay.n_att)
         for k in range(3):
             omega = np.zeros(3)
