@@ -93,6 +93,7 @@ from dpct.storage._store import (
     store_at,
     store_for,
 )
+from dpct.storage._system import SystemServices, system_services
 from dpct.storage._transfers import (
     Claimed,
     ClaimKey,
@@ -158,6 +159,7 @@ __all__ = [
     "OutputFile",
     "ProductStore",
     "SolutionRow",
+    "SystemServices",
     "TransferClaimRow",
     "TransferFileRow",
     "TransferFileStatus",
@@ -245,6 +247,7 @@ __all__ = [
     "start_transfer",
     "store_at",
     "store_for",
+    "system_services",
     "transfer_files_of",
     "upgrade",
     "upstream_of",
