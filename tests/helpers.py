@@ -77,3 +77,15 @@ def child_env(settings: Settings) -> dict[str, str]:
         "DPCT_COORDINATOR_TICK_S": str(settings.coordinator_tick_s),
         "DPCT_RETRY_BACKOFF_S": str(settings.retry_backoff_s),
     }
+
+
+def environment_elsewhere(monkeypatch: Any, tmp_path: Path) -> Path:
+    """Point this process's DPCT_* environment away from the test's node: an unreachable
+    database, another home and outbox. A task that read its settings from the
+    environment (rather than from its node) would fail or write there; returns that
+    other home, to look into."""
+    elsewhere = tmp_path / "elsewhere"
+    monkeypatch.setenv("DPCT_HOME", str(elsewhere))
+    monkeypatch.setenv("DPCT_DATABASE_URL", "postgresql://nobody@127.0.0.1:1/elsewhere")
+    monkeypatch.setenv("DPCT_OUTBOX_URL", str(elsewhere / "outbox"))
+    return elsewhere

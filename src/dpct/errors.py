@@ -11,6 +11,9 @@ class DpctError(Exception):
     """dpct failed."""
 
     exit_code = 1
+    retryable = True
+    """Whether another attempt of a job that failed with this error may succeed; where
+    it cannot (a wrong table, an unknown task type), the job fails at once."""
 
     def __init__(self, message: str | None = None) -> None:
         super().__init__(message or (self.__doc__ or "").strip())
@@ -95,24 +98,28 @@ class UnknownTaskType(DpctError):
     """No task type is registered under this name; check the `dpct.tasks` entry points."""
 
     exit_code = 2
+    retryable = False
 
 
 class UnknownDataType(DpctError):
     """No data type is registered under this name."""
 
     exit_code = 2
+    retryable = False
 
 
 class SchemaMismatch(DpctError):
     """A table does not match its registered data type."""
 
     exit_code = 2
+    retryable = False
 
 
 class ContractError(DpctError):
     """A task broke the task-type contract (undeclared output, wrong schema); not retried."""
 
     exit_code = 2
+    retryable = False
 
 
 class TransferError(DpctError):

@@ -6,14 +6,13 @@ The expected sets come from the test's own graph, walked here, not from the data
 from __future__ import annotations
 
 import dataclasses
-import logging
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pytest
 import sqlalchemy as sa
-from tests.helpers import register
+from tests.helpers import environment_elsewhere, register
 
 from dpct.config import Settings
 from dpct.datamanagement import CLEAN_WORKFLOW, service
@@ -33,7 +32,7 @@ from dpct.storage import (
 )
 from dpct.storage import service as storage_service
 from dpct.storage._schema import datasets as datasets_table
-from dpct.tasks import PermanentTaskError, beside_job_log, task
+from dpct.tasks import JobContext, PermanentTaskError, task
 from dpct.testing import FakeClock
 from dpct.workflows import fire_data_triggers
 from dpct.workflows import service as rms
@@ -100,6 +99,7 @@ def test_retraction_marks_exactly_the_descendants_and_cleaning_deletes_their_fil
     settings: Settings,
     clock: FakeClock,
     monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
 ) -> None:
     ids = _build(db, settings)
     expected = {ids[n] for n in _derived(targets)}
@@ -130,10 +130,11 @@ def test_retraction_marks_exactly_the_descendants_and_cleaning_deletes_their_fil
     assert result.workflow_id is not None
     view = rms.workflow(db, result.workflow_id)
     assert view.workflow.name == CLEAN_WORKFLOW and view.workflow.trigger == "retraction"
-    monkeypatch.setenv("DPCT_HOME", str(settings.home))
-    monkeypatch.setenv("DPCT_DATABASE_URL", settings.database_url)
+    # the cleaning task uses the node's database, whatever its environment says
+    elsewhere = environment_elsewhere(monkeypatch, tmp_path)
     run_inline(db, settings, clock)
     assert rms.workflow(db, result.workflow_id).workflow.status == "SUCCESS"
+    assert not elsewhere.exists()
 
     after = _rows(db)
     for dataset_id in ids.values():
@@ -259,11 +260,11 @@ data_type(
 
 
 @task("tests.retraction_report", outputs={"report": "tests_retraction_report"})
-def report_task(spec: DataSpec, log: logging.Logger, scratch: Path) -> pa.Table:
+def report_task(spec: DataSpec, job: JobContext) -> pa.Table:
     """Writes a PNG and an HTML page beside its log, as the GSR/BAM/AIM reports do."""
-    figure = beside_job_log(log, scratch, "tests_report.png")
+    figure = job.report_path("tests_report.png")
     figure.write_bytes(b"\x89PNG " + spec.text.encode())
-    page = beside_job_log(log, scratch, "tests_report.html")
+    page = job.report_path("tests_report.html")
     page.write_text(f"<img src='{figure.name}'>")
     return pa.table({"samples": [1]})
 

@@ -14,16 +14,35 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from pydantic import BaseModel
-from tests.helpers import register
+from tests.helpers import environment_elsewhere, register
 
 import dpct.testing.tasks  # noqa: F401  (declares testing_counts and the testing.* tasks)
 from dpct.config import Settings
 from dpct.datamodel import DATA_TYPES, NS_PER_DAY, DataSpec
-from dpct.errors import DescriptorError, DpctError
+from dpct.errors import (
+    ContractError,
+    DescriptorError,
+    DpctError,
+    SchemaMismatch,
+    StorageError,
+    UnknownDataType,
+    UnknownTaskType,
+)
 from dpct.processing import Assignment, InputFile, run_assignment, run_inline
-from dpct.storage import Database, ProductStore
-from dpct.tasks import TASK_TYPES, NoConfig, ParameterError, task
-from dpct.tasks._failures import retry_policy
+from dpct.processing._worker import Worker
+from dpct.storage import Database, ProductStore, SystemServices, find_datasets
+from dpct.tasks import (
+    TASK_TYPES,
+    JobContext,
+    NoConfig,
+    NoData,
+    ParameterError,
+    PermanentTaskError,
+    TaskFailure,
+    TransientError,
+    retry_policy,
+    task,
+)
 from dpct.testing import FakeClock
 from dpct.workflows import parse_descriptor, service
 
@@ -71,7 +90,29 @@ def two_outputs() -> pa.Table:
     return pa.table({"obmt_ns": pa.array([1], pa.int64()), "value": [1.0]})
 
 
+@task("tests.job", outputs={"counts": "testing_counts"})
+def job_report(spec: DataSpec, job: JobContext) -> pa.Table:
+    """Writes a report where the framework says, naming the job it was told it runs."""
+    job.report_path("tests_job.txt").write_text(f"{job.job_id} {job.workflow_id} {job.attempt}")
+    return pa.table({"obmt_ns": pa.array([spec.start_ns], pa.int64()), "value": [1.0]})
+
+
+@task("tests.system_count", outputs={"counts": "testing_counts"}, system=True)
+def system_count(spec: DataSpec, system: SystemServices) -> pa.Table:
+    """A system task: counts the testing_counts datasets of its interval in its database."""
+    with system.database.read() as conn:
+        found = find_datasets(conn, spec.with_type("testing_counts"))
+    return pa.table(
+        {"obmt_ns": pa.array([spec.start_ns], pa.int64()), "value": [float(len(found))]}
+    )
+
+
 def _assignment(tmp_path: Path, task_type: str, params: dict | None = None, **extra) -> Assignment:
+    paths = {
+        "log_path": str(tmp_path / "logs" / "job-7.log"),
+        "store_root": str(tmp_path / "products"),
+        "scratch_dir": str(tmp_path / "scratch" / "job-7"),
+    }
     return Assignment(
         job_id=7,
         workflow_id=3,
@@ -80,10 +121,7 @@ def _assignment(tmp_path: Path, task_type: str, params: dict | None = None, **ex
         task_type=task_type,
         spec=SPEC,
         params=json.dumps(params or {}),
-        log_path=str(tmp_path / "logs" / "job-7.log"),
-        store_root=str(tmp_path / "products"),
-        scratch_dir=str(tmp_path / "scratch" / "job-7"),
-        **extra,
+        **{**paths, **extra},
     )
 
 
@@ -160,6 +198,89 @@ def test_declaration_mistakes_are_caught_at_import() -> None:
     with pytest.raises(ValueError, match=r"task type 'tests\.echo' is declared twice"):
         task("tests.echo")(echo)
     assert TASK_TYPES.get("tests.echo").func.__module__ == __name__
+
+
+def test_only_system_tasks_may_ask_for_the_node_s_services() -> None:
+    def science(system: SystemServices) -> None:
+        pass
+
+    with pytest.raises(ValueError, match=r"asks for \['system'\], which only system tasks get"):
+        task("tests.not_system")(science)
+    assert "tests.not_system" not in TASK_TYPES.names()
+    assert TASK_TYPES.get("dss.retraction_clean").system
+    assert TASK_TYPES.get("dts.deliver").system
+    assert not TASK_TYPES.get("tests.echo").system
+
+
+def test_the_job_context_names_the_job_and_puts_reports_beside_its_log(tmp_path: Path) -> None:
+    done = run_assignment(_assignment(tmp_path, "tests.job"))
+    assert done.outcome == "success", done.error_message
+    # job 7 of workflow 3, first attempt (see _assignment); beside logs/job-7.log
+    assert (tmp_path / "logs" / "job-7.tests_job.txt").read_text() == "7 3 1"
+    assert not (tmp_path / "scratch" / "job-7").exists()
+
+    # no log file (an inline run without logs): the report goes to the scratch folder
+    done = run_assignment(_assignment(tmp_path / "nolog", "tests.job", log_path=""))
+    assert done.outcome == "success", done.error_message
+    assert (tmp_path / "nolog" / "scratch" / "job-7" / "job.tests_job.txt").read_text() == "7 3 1"
+
+
+def test_a_system_task_needs_the_node_s_settings(tmp_path: Path) -> None:
+    done = run_assignment(_assignment(tmp_path, "tests.system_count"))
+    assert (done.outcome, done.error_class, done.retry) == ("failed", "ContractError", False)
+    assert "system task 'tests.system_count' was assigned without the node's settings" in (
+        done.error_message
+    )
+
+
+@SQLITE_ONLY
+def test_a_system_task_uses_its_node_s_database_not_the_environment_s(
+    db: Database,
+    settings: Settings,
+    clock: FakeClock,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    elsewhere = environment_elsewhere(monkeypatch, tmp_path)
+    register(
+        db,
+        tmp_path,
+        "S",
+        [
+            {"name": "make", "task": "testing.make", "params": {"rows": 2}},
+            {"name": "count", "task": "tests.system_count", "depends_on": ["make"]},
+        ],
+    )
+    wf = service.submit(db, "S", SPEC, now=clock())
+    run_inline(db, settings, clock)
+    jobs = {j.step: j for j in service.jobs(db, wf)}
+    assert jobs["count"].status == "SUCCESS", jobs["count"].error_message
+    with db.read() as conn:
+        (counted,) = [d for d in find_datasets(conn, SPEC) if d.job_id == jobs["count"].id]
+    # it saw the one dataset of the make step, registered in the node's database
+    assert pq.read_table(counted.location).column("value").to_pylist() == [1.0]
+    assert not elsewhere.exists()
+
+
+@SQLITE_ONLY
+def test_a_worker_process_opens_its_node_s_database_for_a_system_task(
+    db: Database, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    environment_elsewhere(monkeypatch, tmp_path)  # what the worker process inherits
+    worker = Worker()
+    try:
+        assert worker.give(
+            _assignment(tmp_path, "dss.retraction_clean", system_settings=settings), 1
+        )
+        assert worker.conn.poll(120), "no report from the worker"
+        done = worker.conn.recv()
+    finally:
+        worker.stop()
+    # it asked the node's (empty) database, not the unreachable one of its environment
+    assert (done.outcome, done.error_message) == (
+        "skipped",
+        f"no retracted datasets in [{SPEC.start_ns}, {SPEC.end_ns})",
+    )
 
 
 def test_injected_arguments_and_outputs(tmp_path: Path) -> None:
@@ -263,12 +384,23 @@ def test_no_data_is_skipped_not_failed(tmp_path: Path) -> None:
     done = run_assignment(_assignment(tmp_path, "testing.scale"))  # no input datasets
     assert (done.outcome, done.error_class) == ("skipped", "NoData")
     assert done.error_message == "no testing_counts rows in this interval"
-    assert [retry_policy(c) for c in ("NoData", "PermanentTaskError", "SchemaMismatch")] == [
+    assert [retry_policy(c) for c in (NoData, PermanentTaskError, SchemaMismatch)] == [
         "skip",
         "fail",
         "fail",
     ]
-    assert retry_policy("KeyError") == "retry"
+    assert retry_policy(KeyError) == "retry"
+
+
+def test_error_classes_say_whether_to_retry_under_one_root() -> None:
+    for error in (NoData, PermanentTaskError, TransientError):
+        assert issubclass(error, TaskFailure) and issubclass(error, DpctError)
+    never = (PermanentTaskError, SchemaMismatch, ContractError, UnknownTaskType)
+    never += (UnknownDataType, ParameterError)
+    assert [retry_policy(c) for c in never] == ["fail"] * len(never)
+    # passing conditions, dpct errors that say nothing, and bugs: retried (bounded)
+    assert [retry_policy(c) for c in (TransientError, StorageError, DpctError)] == ["retry"] * 3
+    assert (TaskFailure().exit_code, ParameterError().exit_code) == (1, 2)
 
 
 def test_unknown_task_type_fails_without_retry(tmp_path: Path) -> None:

@@ -1,7 +1,7 @@
 """Report files of retracted work: the plots and pages a job wrote beside its log.
 
 Report tasks write ``job-<id>.<name>.png`` / ``.html`` beside ``job-<id>.log`` (see
-``dpct.tasks.beside_job_log``); nothing else records them. When the job's datasets are
+``dpct.tasks.JobContext.report_path``); nothing else records them. When the job's datasets are
 retracted, its reports show withdrawn results, so they are moved into a ``retracted/``
 folder beside them: still there to read, no longer where operators look for current
 reports. The pages refer to their figures by file name, so a page and its figure moved

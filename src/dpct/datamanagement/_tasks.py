@@ -8,10 +8,9 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from dpct.config import Settings
 from dpct.datamanagement._cleaning import clean_retracted
 from dpct.datamodel import DataSpec, data_type
-from dpct.storage import settings_database
+from dpct.storage import SystemServices
 from dpct.tasks import NoData, task
 
 WORKFLOWS = Path(__file__).with_name("workflows")
@@ -34,17 +33,16 @@ RETRACTION_TRACE = data_type(
 )
 
 
-@task("dss.retraction_clean", outputs={"trace": "dss_retraction_trace"})
-def retraction_clean(spec: DataSpec, log: logging.Logger) -> pa.Table:
+@task("dss.retraction_clean", outputs={"trace": "dss_retraction_trace"}, system=True)
+def retraction_clean(spec: DataSpec, log: logging.Logger, system: SystemServices) -> pa.Table:
     """Deletes the files of the RETRACTED datasets overlapping the job's OBMT interval.
 
-    Unlike a science task, this DSS housekeeping task opens the metadata database (the
-    one of the DPCT_* settings its process runs with): which datasets to delete is only
-    known there, and the deletion must be recorded there before the files go. Those rows
-    are not outputs of the attempt: a retry finds them DELETED and deletes nothing twice.
+    Unlike a science task, this DSS housekeeping task is a system task and uses the
+    metadata database of its node: which datasets to delete is only known there, and the
+    deletion must be recorded there before the files go. Those rows are not outputs of
+    the attempt: a retry finds them DELETED and deletes nothing twice.
     """
-    with settings_database(Settings()) as db:
-        cleaned = clean_retracted(db, spec.start_ns, spec.end_ns, time.time())
+    cleaned = clean_retracted(system.database, spec.start_ns, spec.end_ns, time.time())
     if not cleaned:
         raise NoData(f"no retracted datasets in [{spec.start_ns}, {spec.end_ns})")
     for c in cleaned:

@@ -9,6 +9,7 @@ import logging.handlers
 import os
 import time
 import traceback
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import pyarrow as pa
 from dpct import __version__
 from dpct.config import Settings
 from dpct.datamodel import DATA_TYPES, DataSpec
+from dpct.errors import ContractError
 from dpct.storage import (
     Completion,
     InputRef,
@@ -25,9 +27,9 @@ from dpct.storage import (
     read_product,
     select_datasets,
     store_at,
+    system_services,
 )
-from dpct.tasks import TASK_TYPES, NoData, PermanentTaskError, TransientError
-from dpct.tasks._failures import retry_policy
+from dpct.tasks import TASK_TYPES, JobContext, NoData, retry_policy
 
 
 class NodeGone(BaseException):
@@ -60,6 +62,9 @@ class Assignment:
     scratch_dir: str = ""
     log_max_bytes: int = 1_000_000
     log_backups: int = 3
+    system_settings: Settings | None = None
+    """The node's settings, for a system task only: its attempt opens the node's
+    database with them (never the one of the worker's environment)."""
 
 
 def resolve_inputs(conn, job: LeasedJob) -> dict[str, list[InputFile]]:
@@ -80,6 +85,7 @@ def make_assignment(
     job: LeasedJob, inputs: dict[str, list[InputFile]], settings: Settings
 ) -> Assignment:
     """The worker's instructions; the scratch folder is per job so retries find checkpoints."""
+    system = TASK_TYPES.get(job.task_type).system
     return Assignment(
         job_id=job.id,
         workflow_id=job.workflow_id,
@@ -94,6 +100,7 @@ def make_assignment(
         scratch_dir=str(settings.home / "scratch" / f"job-{job.id}"),
         log_max_bytes=settings.log_max_bytes,
         log_backups=settings.log_backups,
+        system_settings=settings if system else None,
     )
 
 
@@ -106,6 +113,7 @@ def run_assignment(a: Assignment) -> Completion:
     log = _attempt_logger(a)
     started = time.perf_counter()
     completion = Completion(job_id=a.job_id, token=a.token, outcome="failed", log_path=a.log_path)
+    held = ExitStack()  # what the attempt opened for a system task (the database)
     try:
         task_type = TASK_TYPES.get(a.task_type)
         completion.task_type = task_type.name
@@ -133,7 +141,24 @@ def run_assignment(a: Assignment) -> Completion:
         solutions = {
             name: [f.solution_id or 0 for f in a.inputs.get(name, [])] for name in task_type.inputs
         }
-        outputs = task_type.run(tables, params, a.spec, log, scratch, alarms, solutions)
+        job = JobContext(
+            job_id=a.job_id,
+            workflow_id=a.workflow_id,
+            attempt=a.attempt,
+            scratch=scratch,
+            # absolute, as the log handler names it: retraction finds reports by this name
+            log_path=Path(os.path.abspath(a.log_path)) if a.log_path else None,
+        )
+        system = None
+        if task_type.system:
+            if a.system_settings is None:
+                raise ContractError(
+                    f"system task {task_type.name!r} was assigned without the node's settings"
+                )
+            system = held.enter_context(system_services(a.system_settings))
+        outputs = task_type.run(
+            tables, params, a.spec, log, scratch, alarms, solutions, job=job, system=system
+        )
         for name, table in outputs.items():
             spec = a.spec.with_type(task_type.outputs[name])
             output = store_at(a.store_root).write(table, spec, attempt_tag(a), name=name)
@@ -159,6 +184,10 @@ def run_assignment(a: Assignment) -> Completion:
         log.warning("the node is gone: attempt abandoned, its outputs deleted")
         raise  # the worker deletes every output of the attempt (see discard_attempt)
     finally:
+        try:
+            held.close()
+        except Exception as err:  # the attempt's report matters more than the clean-up
+            log.warning("closing the node's database after the attempt: %s", err)
         log.info("attempt ended: %s in %.3f s", completion.outcome, time.perf_counter() - started)
         for handler in list(log.handlers):
             handler.close()
@@ -167,11 +196,7 @@ def run_assignment(a: Assignment) -> Completion:
 
 
 def _retryable(err: Exception) -> bool:
-    if isinstance(err, TransientError):
-        return True
-    if isinstance(err, PermanentTaskError):
-        return False
-    return retry_policy(type(err).__name__) == "retry"
+    return retry_policy(type(err)) == "retry"
 
 
 def _discard(completion: Completion) -> None:

@@ -1,6 +1,8 @@
 """Worker processes: long-lived children of a node that run one attempt at a time.
 
-A worker only computes: it never touches the metadata database. A task that crashes
+A worker only computes: it never touches the metadata database, except for a system
+task's attempt, which gets the node's database opened for it (and disposed after it).
+A task that crashes
 the interpreter or overruns its time limit takes down only its worker, which the node
 kills and replaces.
 

@@ -138,6 +138,7 @@ from dpct.storage._store import (
     store_at,
     store_for,
 )
+from dpct.storage._system import SystemServices, system_services
 from dpct.storage._transfers import (
     Claimed,
     ClaimKey,
@@ -212,6 +213,7 @@ __all__ = [
     "RunRow",
     "RunStatus",
     "SolutionRow",
+    "SystemServices",
     "TransferClaimRow",
     "TransferFileRow",
     "TransferFileStatus",
@@ -329,6 +331,7 @@ __all__ = [
     "start_transfer",
     "store_at",
     "store_for",
+    "system_services",
     "transfer_files_of",
     "upgrade",
     "upstream_of",

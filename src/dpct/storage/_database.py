@@ -360,8 +360,8 @@ def _first_line(err: BaseException) -> str:
 def settings_database(settings: Settings) -> Iterator[Database]:
     """The metadata database of ``settings``, opened for one piece of work and disposed.
 
-    For the few tasks that must record in the database themselves (housekeeping,
-    outbound deliveries) rather than through their outputs; the database must exist.
+    For a system task's attempt, which records in the database itself (housekeeping,
+    outbound deliveries) rather than through its outputs; the database must exist.
     """
     db = Database(settings.url, sqlite_synchronous=settings.sqlite_synchronous, create=False)
     try:

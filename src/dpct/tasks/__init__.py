@@ -1,7 +1,13 @@
 """The task-type contract between science code and the processing framework."""
 
-from dpct.tasks._failures import NoData, PermanentTaskError, TaskFailure, TransientError
-from dpct.tasks._files import beside_job_log
+from dpct.tasks._failures import (
+    NoData,
+    PermanentTaskError,
+    TaskFailure,
+    TransientError,
+    retry_policy,
+)
+from dpct.tasks._job import JobContext
 from dpct.tasks._registry import (
     TASK_TYPES,
     NoConfig,
@@ -13,6 +19,7 @@ from dpct.tasks._registry import (
 
 __all__ = [
     "TASK_TYPES",
+    "JobContext",
     "NoConfig",
     "NoData",
     "ParameterError",
@@ -20,7 +27,7 @@ __all__ = [
     "TaskFailure",
     "TaskType",
     "TransientError",
-    "beside_job_log",
     "load_entry_points",
+    "retry_policy",
     "task",
 ]

@@ -21,8 +21,9 @@ from pydantic import BaseModel, ValidationError
 from dpct.datamodel import DATA_TYPES, DataSpec
 from dpct.errors import ContractError, DpctError, UnknownTaskType
 from dpct.plugins import load_entry_points
+from dpct.tasks._job import JobContext, outside_a_job
 
-INJECTABLE = frozenset({"config", "spec", "log", "scratch", "alarms", "solutions"})
+INJECTABLE = frozenset({"config", "spec", "log", "scratch", "alarms", "solutions", "job", "system"})
 """Arguments the framework passes when a task function asks for them by name.
 
 ``scratch`` is a folder kept per job (not per attempt), for checkpoints that a retry
@@ -30,8 +31,18 @@ resumes from. ``alarms`` is a list the task appends ``(kind, message)`` to: each
 an ``alarm.<kind>`` event (subsystem EMS) in the transaction that commits the attempt,
 so a failed or retried attempt raises nothing twice. ``solutions`` maps each input name
 to the solution ids of the datasets read for it, in reading order (a calibration's
-product can then name the solution it applied).
+product can then name the solution it applied). ``job`` is the :class:`JobContext`:
+the job, workflow and attempt ids, and where files meant for people go
+(``job.report_path("myreport.png")``, beside the job's log).
+
+``system`` is for system tasks only (``@task(..., system=True)``: DSS housekeeping,
+outbound deliveries), which must record in the metadata database themselves: a
+``dpct.storage.SystemServices`` holding the node's database, opened for the attempt,
+and the node's settings. Science tasks never get it: a non-system task asking for it is
+refused at declaration.
 """
+
+SYSTEM_ONLY = frozenset({"system"})
 
 
 SELECTIONS = frozenset({"overlap", "before", "newest"})
@@ -77,6 +88,8 @@ class TaskType:
     wants: frozenset[str] = field(default_factory=frozenset)
     selections: Mapping[str, str] = field(default_factory=dict)
     """Input name → how its datasets are chosen (see :data:`SELECTIONS`)."""
+    system: bool = False
+    """A system task: its attempt gets the node's database (see :data:`INJECTABLE`)."""
 
     def parse_config(self, params: Mapping[str, Any]) -> BaseModel:
         """Validate parameters; the error names the task type and the field."""
@@ -98,8 +111,19 @@ class TaskType:
         scratch: Path,
         alarms: list[tuple[str, str]] | None = None,
         solutions: Mapping[str, list[int]] | None = None,
+        *,
+        job: JobContext | None = None,
+        system: object | None = None,
     ) -> dict[str, pa.Table]:
-        """Call the function and return its outputs conformed to their data types."""
+        """Call the function and return its outputs conformed to their data types.
+
+        Without ``job`` (a task run by hand) the task sees job -1 and no log. ``system``
+        is what the node gives a system task; one that asks for it must get it.
+        """
+        if "system" in self.wants and system is None:
+            raise ContractError(
+                f"system task {self.name!r} was run without the node's system services"
+            )
         kwargs: dict[str, Any] = dict(tables)
         available = {
             "config": self.parse_config(params),
@@ -108,6 +132,8 @@ class TaskType:
             "scratch": scratch,
             "alarms": [] if alarms is None else alarms,
             "solutions": dict(solutions or {}),
+            "job": job or outside_a_job(scratch),
+            "system": system,
         }
         kwargs.update({name: available[name] for name in self.wants})
         result = self.func(**kwargs)
@@ -137,6 +163,7 @@ class ParameterError(DpctError):
     """Task parameters do not match the task type's config."""
 
     exit_code = 2
+    retryable = False
 
 
 class TaskRegistry:
@@ -188,6 +215,7 @@ def task(
     max_attempts: int = 3,
     time_limit_s: float | None = None,
     max_running: int | None = None,
+    system: bool = False,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Declare a task type.
 
@@ -207,6 +235,10 @@ def task(
     max_attempts, time_limit_s, max_running
         Retry budget, wall-clock limit per attempt, and the most jobs of this type
         running at once across all nodes.
+    system
+        A system task of dpct itself (DSS housekeeping, outbound deliveries) that must
+        record in the metadata database: it may ask for ``system``, the node's database
+        and settings. Science tasks never are.
     """
     if cores < 1:
         raise ValueError(f"task type {name!r}: cores must be ≥ 1, got {cores}")
@@ -225,6 +257,13 @@ def task(
     def register(func: Callable[..., Any]) -> Callable[..., Any]:
         params = inspect.signature(func).parameters
         wants = frozenset(p for p in params if p in INJECTABLE)
+        privileged = sorted(wants & SYSTEM_ONLY)
+        if privileged and not system:
+            raise ValueError(
+                f"task type {name!r}: function {func.__qualname__} asks for {privileged}, "
+                "which only system tasks get (@task(..., system=True)); a science task "
+                "receives its data as inputs and returns its products as outputs"
+            )
         missing = [i for i in (inputs or {}) if i not in params]
         if missing:
             raise ValueError(
@@ -246,6 +285,7 @@ def task(
                 max_running=max_running,
                 description=inspect.getdoc(func) or "",
                 wants=wants,
+                system=system,
             )
         )
         return func

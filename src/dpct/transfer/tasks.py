@@ -15,11 +15,10 @@ import logging
 import pyarrow as pa
 from pydantic import BaseModel, Field
 
-from dpct.config import Settings
 from dpct.datamodel import NS_PER_DAY, DataSpec, data_type
 from dpct.errors import BadInput, Conflict, NotFound
-from dpct.storage import Database, DatasetRow, find_datasets, open_filesystem, settings_database
-from dpct.tasks import NoData, PermanentTaskError, task
+from dpct.storage import Database, DatasetRow, SystemServices, find_datasets, open_filesystem
+from dpct.tasks import NoData, PermanentTaskError, TransientError, task
 from dpct.transfer import MANIFEST, Manifest, parse_manifest, push
 
 data_type(
@@ -66,36 +65,39 @@ def _already_delivered(root: str, chosen: list[DatasetRow]) -> Manifest | None:
     return None
 
 
-@task("dts.deliver", outputs={"trace": "dts_delivery"}, config=DeliverConfig)
-def deliver(config: DeliverConfig, spec: DataSpec, log: logging.Logger) -> pa.Table:
-    """Push the interval's current products; opens the database, where a push is recorded."""
-    settings = Settings()
-    base = (config.target or settings.outbox).rstrip("/")
-    with settings_database(settings) as db:
-        chosen = _current(db, spec, config.data_types)
-        if not chosen:
-            raise NoData(f"nothing to deliver: no {', '.join(config.data_types)} in {spec}")
-        # the newest solution names the delivery: a reprocessed week is a new delivery
-        newest = max(d.solution_id or 0 for d in chosen)
-        name = f"{config.prefix}-{spec.start_ns // NS_PER_DAY:05d}-s{newest}"
-        root = f"{base}/{name}"
-        transfer_id = 0
-        try:
-            report = push(db, settings, root, dataset_ids=[d.id for d in chosen], name=name)
-        except Conflict as err:
-            if _already_delivered(root, chosen) is None:
-                raise PermanentTaskError(
-                    f"{root} holds a delivery of other datasets under this name ({err}); "
-                    "move it aside or set another prefix, then resume"
-                ) from err
-            log.info("%s already holds this delivery (a retry): not sent again", root)
-        except NotFound as err:  # retracted between the query and the push
-            raise NoData(str(err)) from err
-        else:
-            if report.transfer.status != "DONE":
-                raise RuntimeError(f"delivery {name} to {root} failed: {report.transfer.message}")
-            transfer_id = report.transfer.id
-            log.info("delivered %d files (%d bytes) to %s", len(chosen), report.wire_bytes, root)
+@task("dts.deliver", outputs={"trace": "dts_delivery"}, config=DeliverConfig, system=True)
+def deliver(
+    config: DeliverConfig, spec: DataSpec, log: logging.Logger, system: SystemServices
+) -> pa.Table:
+    """Push the interval's current products: a system task, since a push is recorded in
+    the node's database."""
+    db, settings = system.database, system.settings
+    base = (config.target or system.outbox).rstrip("/")
+    chosen = _current(db, spec, config.data_types)
+    if not chosen:
+        raise NoData(f"nothing to deliver: no {', '.join(config.data_types)} in {spec}")
+    # the newest solution names the delivery: a reprocessed week is a new delivery
+    newest = max(d.solution_id or 0 for d in chosen)
+    name = f"{config.prefix}-{spec.start_ns // NS_PER_DAY:05d}-s{newest}"
+    root = f"{base}/{name}"
+    transfer_id = 0
+    try:
+        report = push(db, settings, root, dataset_ids=[d.id for d in chosen], name=name)
+    except Conflict as err:
+        if _already_delivered(root, chosen) is None:
+            raise PermanentTaskError(
+                f"{root} holds a delivery of other datasets under this name ({err}); "
+                "move it aside or set another prefix, then resume"
+            ) from err
+        log.info("%s already holds this delivery (a retry): not sent again", root)
+    except NotFound as err:  # retracted between the query and the push
+        raise NoData(str(err)) from err
+    else:
+        if report.transfer.status != "DONE":
+            # not sealed: another attempt pushes it again
+            raise TransientError(f"delivery {name} to {root} failed: {report.transfer.message}")
+        transfer_id = report.transfer.id
+        log.info("delivered %d files (%d bytes) to %s", len(chosen), report.wire_bytes, root)
     files = [f"{d.spec.data_type}/{d.location.rstrip('/').rsplit('/', 1)[-1]}" for d in chosen]
     return pa.table(
         {

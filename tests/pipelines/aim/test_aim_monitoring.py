@@ -20,6 +20,7 @@ from dpct.datamodel import NS_PER_DAY, DataSpec
 from dpct.pipelines.aim.monitoring import MonitorConfig, lsf_width_px, monitor
 from dpct.sim import SimConfig, Simulator, Span
 from dpct.sim._anomalies import BackgroundJump, LsfBroadening
+from dpct.tasks import JobContext
 
 DAY = 700
 JUMP_CCD = 17
@@ -83,7 +84,7 @@ def test_background_jump_and_lsf_broadening_are_flagged(second_day, tmp_path: Pa
     alarms: list[tuple[str, str]] = []
     table = monitor(
         params, windows, cal.to_table(), reference.to_table(), MonitorConfig(), spec,
-        logging.getLogger("test"), tmp_path, alarms,
+        logging.getLogger("test"), JobContext(1, 1, 1, tmp_path), alarms,
     )  # fmt: skip
 
     # the background jump: CCD 17's sky doubles from 06:00; no other CCD moves

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pytest
+from tests.helpers import environment_elsewhere
 
 from dpct.config import Settings
 from dpct.datamanagement import service as dm
@@ -113,9 +114,10 @@ def test_days_flow_through_ingest_processing_and_monitoring(
     clock: FakeClock,
     days: dict[str, Path],
     monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
 ) -> None:
-    monkeypatch.setenv("DPCT_HOME", str(settings.home))  # the delivery task's database
-    monkeypatch.setenv("DPCT_DATABASE_URL", settings.database_url)
+    # the delivery task uses its node's database and outbox, whatever its environment says
+    elsewhere = environment_elsewhere(monkeypatch, tmp_path)
     service.install_pipeline(db, "aim", now=clock())
 
     # -- day 700: the default LSF, then the first calibration ------------------------
@@ -173,6 +175,8 @@ def test_days_flow_through_ingest_processing_and_monitoring(
     assert len(pushed) == 2 and all(t.status == "DONE" for t in pushed)
     for t in pushed:
         assert [e.data_type for e in read_manifest(t.peer).files] == ["aim_lsf_calibration"]
+        assert Path(t.peer).parent == Path(settings.outbox)
+    assert not elsewhere.exists()
 
     # -- day 702: a corrupt chunk; the other three are kept; fixed and resumed -------
     pull(db, settings, days["corrupt"], clock=clock)

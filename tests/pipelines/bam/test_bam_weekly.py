@@ -18,6 +18,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 from scipy import stats
+from tests.helpers import environment_elsewhere
 
 from dpct.config import Settings
 from dpct.datamanagement import service as dm
@@ -25,7 +26,7 @@ from dpct.datamodel import NS_PER_DAY, DataSpec
 from dpct.processing import run_inline
 from dpct.sim import BamJump, SimConfig, Simulator
 from dpct.sim.delivery import write_days
-from dpct.storage import Database, find_datasets, read_product, sha256_file
+from dpct.storage import Database, SystemServices, find_datasets, read_product, sha256_file
 from dpct.testing import FakeClock
 from dpct.transfer import pull, read_manifest, transfers
 from dpct.transfer.tasks import DeliverConfig, deliver
@@ -84,11 +85,11 @@ def test_a_week_is_fitted_delivered_closed_and_reprocessed(
     clock: FakeClock,
     week,
     monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
 ) -> None:
     sim, days = week
-    # the delivery task opens the database of its process's settings: this test's
-    monkeypatch.setenv("DPCT_HOME", str(settings.home))
-    monkeypatch.setenv("DPCT_DATABASE_URL", settings.database_url)
+    # the delivery task uses its node's database and outbox, whatever its environment says
+    elsewhere = environment_elsewhere(monkeypatch, tmp_path)
     service.install_pipeline(db, "bam", now=clock())
     for day in days:
         assert pull(db, settings, day.folder, clock=clock).status == "DONE"
@@ -174,9 +175,12 @@ def test_a_week_is_fitted_delivered_closed_and_reprocessed(
     assert push.status == "DONE" and push.id == trace.column("transfer_id")[0].as_py()
     # a retry of the delivery finds it sealed and does not send it again
     config = DeliverConfig(data_types=["bam_bav", "bam_weekly_harmonics"], prefix="BAM-BAV")
-    again = deliver(config, WEEK.with_type("bam_bav"), logging.getLogger("test"))
+    again = deliver(
+        config, WEEK.with_type("bam_bav"), logging.getLogger("test"), SystemServices(db, settings)
+    )
     assert again.column("transfer_id").to_pylist() == [0] * 8
     assert len(transfers(db, direction="push")) == 1
+    assert not elsewhere.exists()
 
     # -- the week's run gathers its workflows ----------------------------------------
     (run,) = dm.runs(db, sw="BAM")

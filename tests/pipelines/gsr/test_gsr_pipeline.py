@@ -26,7 +26,7 @@ from dpct.datamodel import NS_PER_DAY, DataSpec
 from dpct.pipelines.gsr.adapter import adapt, observations_from_system
 from dpct.processing import LocalCluster, run_inline
 from dpct.storage import Database, ProductStore, find_datasets, read_product, register_dataset
-from dpct.tasks import TASK_TYPES, PermanentTaskError
+from dpct.tasks import TASK_TYPES, JobContext, PermanentTaskError
 from dpct.testing import FakeClock, gsr_problem
 from dpct.workflows import service
 
@@ -205,10 +205,16 @@ def test_solve_task_resumes_and_sets_aside_a_foreign_checkpoint(
     scratch.mkdir()
     tables = {"observations": standin.observations, "catalogue": standin.catalogue}
     params = {"checkpoint_every": 10}
-    first = solve_task.run(tables, {**params, "iter_lim": 50}, standin.spec, log, scratch)
+
+    def attempt(n: int) -> JobContext:  # of job 7: one checkpoint for all its attempts
+        return JobContext(job_id=7, workflow_id=1, attempt=n, scratch=scratch)
+
+    first = solve_task.run(
+        tables, {**params, "iter_lim": 50}, standin.spec, log, scratch, job=attempt(1)
+    )
     assert _summary(first["summary"])["istop"] == 7  # the iteration limit
     with caplog.at_level(logging.INFO, logger="test.gsr"):
-        second = solve_task.run(tables, params, standin.spec, log, scratch)
+        second = solve_task.run(tables, params, standin.spec, log, scratch, job=attempt(2))
     assert "resumed from the checkpoint at iteration 50" in caplog.text
     system, ref = _reference(standin, atol=1e-10, btol=1e-10)
     assert _summary(second["summary"])["resumed_from"] == 50
@@ -219,7 +225,7 @@ def test_solve_task_resumes_and_sets_aside_a_foreign_checkpoint(
     other = {**tables, "observations": standin.observations.slice(100)}
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="test.gsr"):
-        third = solve_task.run(other, params, standin.spec, log, scratch)
+        third = solve_task.run(other, params, standin.spec, log, scratch, job=attempt(3))
     assert "starting afresh" in caplog.text
     assert _summary(third["summary"])["resumed_from"] == 0
     assert list(scratch.glob("*.stale"))

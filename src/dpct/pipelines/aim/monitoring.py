@@ -23,7 +23,7 @@ from pydantic import BaseModel, Field
 from dpct.datamodel import DataSpec, data_type
 from dpct.pipelines.aim._image_params import BAD_FLAGS
 from dpct.pipelines.aim._lsf_basis import DAY_NS, LsfCalibration, _monomials, sampled_basis
-from dpct.tasks import NoData, beside_job_log, task
+from dpct.tasks import JobContext, NoData, task
 
 FULL_GATE_LINES = 4500
 CCD_INTEGRATION_S = FULL_GATE_LINES * 982.8e-6
@@ -258,7 +258,7 @@ def monitor(
     config: MonitorConfig,
     spec: DataSpec,
     log: logging.Logger,
-    scratch: Path,
+    job: JobContext,
     alarms: list[tuple[str, str]],
 ) -> pa.Table:
     """The day's monitoring rows; alarms for values outside limits; PNG and HTML report."""
@@ -277,9 +277,9 @@ def monitor(
             )
         )
     log.info("%d monitored values, %d outside limits", table.num_rows, len(alarms))
-    figure = beside_job_log(log, scratch, "aim_report.png")
+    figure = job.report_path("aim_report.png")
     write_figure(table, figure)
-    page = beside_job_log(log, scratch, "aim_report.html")
+    page = job.report_path("aim_report.html")
     write_page(table, figure, page, f"AIM daily report {spec.text}")
     return table
 

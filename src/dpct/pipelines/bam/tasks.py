@@ -8,7 +8,6 @@ runs them once a day of images has been registered.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -19,7 +18,7 @@ from dpct.datamodel import DataSpec, data_type
 from dpct.pipelines.bam._bav import bav_series, detect_jumps
 from dpct.pipelines.bam._fringe import BAD_FLAGS, BAD_INTERVAL, calibrate_shapes, fit_fringes
 from dpct.pipelines.bam.report import REPORT_COLUMNS
-from dpct.tasks import NoData, beside_job_log, task
+from dpct.tasks import JobContext, NoData, task
 
 data_type(
     "bam_fringes",
@@ -253,7 +252,7 @@ def bam_report(
     hk: pa.Table,
     spec: DataSpec,
     log: logging.Logger,
-    scratch: Path,
+    job: JobContext,
 ) -> pa.Table:
     """The day's series as a product; a PNG and an HTML page next to the job's log."""
     from dpct.pipelines.bam import report
@@ -262,9 +261,9 @@ def bam_report(
         raise NoData(f"no BAV series in {spec}")
     rows, summary = report.make_report(bav, harmonics, jumps, hk)
     table = report.as_table(rows)
-    figure = beside_job_log(log, scratch, "bam_report.png")
+    figure = job.report_path("bam_report.png")
     report.write_figure(table, figure)
-    page = beside_job_log(log, scratch, "bam_report.html")
+    page = job.report_path("bam_report.html")
     report.write_page(summary, figure, page, f"BAM report {spec.text}")
     log.info("report: %s; figure %s, page %s", summary, figure, page)
     return table

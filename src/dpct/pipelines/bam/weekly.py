@@ -11,7 +11,6 @@ follows the BAM bench temperature.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -23,7 +22,7 @@ from dpct.datamodel import NS_PER_DAY, DataSpec, data_type
 from dpct.pipelines.bam._bav import BavFit, BavSeries, detect_jumps
 from dpct.pipelines.bam.report import BIN_NS, REPORT_COLUMNS, binned
 from dpct.pipelines.bam.tasks import HARMONIC_COLUMNS, JUMP_COLUMNS
-from dpct.tasks import NoData, PermanentTaskError, beside_job_log, task
+from dpct.tasks import JobContext, NoData, PermanentTaskError, task
 
 WEEKLY_BIN_NS = 6 * BIN_NS
 """The weekly report's ΔΓ series are 6-hour means: one spin period per point."""
@@ -205,7 +204,7 @@ def weekly_report(
     hk: pa.Table,
     spec: DataSpec,
     log: logging.Logger,
-    scratch: Path,
+    job: JobContext,
 ) -> pa.Table:
     """The week's series: 6-hourly ΔΓ, the week's harmonics, each day's amplitudes."""
     from dpct.pipelines.bam import report
@@ -235,9 +234,9 @@ def weekly_report(
     summary["days fitted"] = len({r["start_ns"] for r in _scope(harmonics, "day").to_pylist()})
     summary["week chi2/dof"] = week[0]["chi2_dof"] if week else float("nan")
     table = report.as_table(rows)
-    figure = beside_job_log(log, scratch, "bam_weekly_report.png")
+    figure = job.report_path("bam_weekly_report.png")
     report.write_figure(table, figure, bin_ns=WEEKLY_BIN_NS, label="6-hourly")
-    page = beside_job_log(log, scratch, "bam_weekly_report.html")
+    page = job.report_path("bam_weekly_report.html")
     report.write_page(summary, figure, page, f"BAM weekly report {spec.text}")
     log.info("weekly report: %s; figure %s, page %s", summary, figure, page)
     return table

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import shutil
 import time
 from pathlib import Path
@@ -39,7 +38,7 @@ from dpct.pipelines.gsr._system import GsrSystem
 from dpct.pipelines.gsr.adapter import GsrInput, adapt
 from dpct.pipelines.gsr.mpi import MpiError, run_mpi
 from dpct.pipelines.gsr.report import ASTRO_COLUMNS, ASTRO_DOC, ASTRO_UNITS
-from dpct.tasks import NoData, PermanentTaskError, beside_job_log, task
+from dpct.tasks import JobContext, NoData, PermanentTaskError, task
 
 WORKFLOWS = Path(__file__).with_name("workflows")
 
@@ -258,12 +257,6 @@ class _Progress:
         return pa.table(cols)
 
 
-def _job_of(scratch: Path) -> tuple[str, int]:
-    """The job key (the scratch folder's name, ``job-<id>``) and the job id, or -1."""
-    m = re.fullmatch(r"job-(\d+)", scratch.name)
-    return scratch.name, int(m.group(1)) if m else -1
-
-
 @task(
     "gsr.solve",
     inputs={"observations": "gsr_observations", "catalogue": "gsr_reference_catalogue"},
@@ -285,11 +278,12 @@ def gsr_solve(
     spec: DataSpec,
     log: logging.Logger,
     scratch: Path,
+    job: JobContext,
 ) -> dict[str, pa.Table]:
     """Solve the GSR system of the range's observations, resuming from the job's checkpoint."""
     if observations.num_rows == 0:
         raise NoData(f"no gsr_observations in {spec}")
-    key, job = _job_of(scratch)
+    key = f"job-{job.job_id}"  # the checkpoint's name: the same for every attempt
     try:
         inp = adapt(
             observations,
@@ -339,7 +333,7 @@ def gsr_solve(
     )  # fmt: skip
     if result.istop == 7:
         log.warning("the iteration limit was reached before the tolerances: raise iter_lim")
-    return _products(inp, result, _sigma(system, result, config.errors, log), progress, job)
+    return _products(inp, result, _sigma(system, result, config.errors, log), progress, job.job_id)
 
 
 def _solve_here(
@@ -541,14 +535,14 @@ def gsr_report(
     truth: pa.Table,
     config: ReportConfig,
     log: logging.Logger,
-    scratch: Path,
+    job: JobContext,
 ) -> pa.Table:
     """Convergence, residuals, change from the previous solve and (with a truth) pulls."""
     if summary.num_rows == 0:
         raise NoData("no GSR solution in this range")
-    job = int(np.max(summary.column("solve_job").to_numpy()))
+    solved_by = int(np.max(summary.column("solve_job").to_numpy()))
     pick = {
-        name: report.latest(table, job)
+        name: report.latest(table, solved_by)
         for name, table in (
             ("summary", summary),
             ("convergence", convergence),
@@ -557,12 +551,12 @@ def gsr_report(
         )
     }
     earlier = [
-        int(j) for j in np.unique(astrometric.column("solve_job").to_numpy()) if int(j) < job
+        int(j) for j in np.unique(astrometric.column("solve_job").to_numpy()) if int(j) < solved_by
     ]
     previous = report.latest(astrometric, max(earlier)) if earlier else None
     plot_path = None
     if config.plot:
-        plot_path = beside_job_log(log, scratch, "gsr_report.png")
+        plot_path = job.report_path("gsr_report.png")
     rows = report.make_report(
         pick["summary"],
         pick["convergence"],
@@ -575,7 +569,7 @@ def gsr_report(
         previous=previous,
     )
     if plot_path is not None:
-        log.info("plot of solve job %d written to %s", job, plot_path)
+        log.info("plot of solve job %d written to %s", solved_by, plot_path)
     return rows
 
 
