@@ -63,10 +63,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import Row, parser, report
 
 from dpct.config import Settings
+from dpct.mission.delivery import read_manifest
 from dpct.storage import Database
 from dpct.storage._schema import datasets, events, jobs, solutions, transfers, workflows
 from dpct.testing.postgres import PostgresCluster, PostgresUnavailable, free_port
-from dpct.transfer._manifest import read_manifest
 
 HERE = Path(__file__).parent
 FIRST_DAY = 700  # a Monday of OBMT weeks (700 = 7 × 100): a week of days completes one

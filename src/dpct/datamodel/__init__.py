@@ -6,6 +6,7 @@ from dpct.datamodel._dataspec import (
     DataSpec,
     day_of,
     parse_duration_ns,
+    product_name,
 )
 from dpct.datamodel._types import DATA_TYPES, Column, DataType, data_type
 
@@ -19,4 +20,5 @@ __all__ = [
     "data_type",
     "day_of",
     "parse_duration_ns",
+    "product_name",
 ]

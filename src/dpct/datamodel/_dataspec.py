@@ -138,3 +138,13 @@ class DataSpec:
 
     def __str__(self) -> str:
         return self.text
+
+
+def product_name(spec: DataSpec, tag: str) -> str:
+    """``<type>_<start>_<end>[_cN][_fN]_<tag>.parquet``: unique per spec and attempt."""
+    name = f"{spec.data_type}_{spec.start_ns}_{spec.end_ns}"
+    if spec.ccd is not None:
+        name += f"_c{spec.ccd}"
+    if spec.fov is not None:
+        name += f"_f{spec.fov}"
+    return f"{name}_{tag}.parquet"

@@ -17,9 +17,9 @@ import pyarrow.parquet as pq
 
 from dpct.datamodel import DATA_TYPES, NS_PER_DAY, DataSpec, day_of
 from dpct.mission.datatypes import TELEMETRY_TYPES
+from dpct.mission.delivery import MANIFEST, DeliveryWriter, Manifest, read_manifest
 from dpct.mission.schemas import SCHEMAS
 from dpct.sim._simulator import SimChunk, Simulator, Span
-from dpct.transfer import MANIFEST, DeliveryWriter, Manifest, read_manifest
 
 Progress = Callable[[SimChunk], None]
 

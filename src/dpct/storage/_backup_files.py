@@ -12,8 +12,8 @@ from typing import BinaryIO
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
+from dpct.checksums import CHUNK
 from dpct.errors import BadInput
-from dpct.storage._store import CHUNK
 
 OBJECTS = "objects"
 OUTSIDE = "_outside"

@@ -26,25 +26,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
-from dpct.datamodel import DATA_TYPES, DataSpec, day_of
+from dpct.checksums import sha256_file, sha256_stream
+from dpct.datamodel import DATA_TYPES, DataSpec, day_of, product_name
 from dpct.errors import BadInput, SchemaMismatch
 from dpct.storage._records import OutputFile
 
-CHUNK = 1 << 20
 TMP_SUFFIX = ".tmp"
 """Appended to a product's name while it is written (local stores): ``….parquet.tmp``.
 Since a job's product name carries its job, attempt and lease token, so does its
 temporary name: a leftover tells whose write was cut short."""
-
-
-def product_name(spec: DataSpec, tag: str) -> str:
-    """``<type>_<start>_<end>[_cN][_fN]_<tag>.parquet``: unique per spec and attempt."""
-    name = f"{spec.data_type}_{spec.start_ns}_{spec.end_ns}"
-    if spec.ccd is not None:
-        name += f"_c{spec.ccd}"
-    if spec.fov is not None:
-        name += f"_f{spec.fov}"
-    return f"{name}_{tag}.parquet"
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,18 +69,6 @@ def _fsync(path: str | Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def sha256_stream(stream: BinaryIO) -> str:
-    digest = hashlib.sha256()
-    while block := stream.read(CHUNK):
-        digest.update(block)
-    return "sha256:" + digest.hexdigest()
-
-
-def sha256_file(path: str | Path) -> str:
-    with open(path, "rb") as f:
-        return sha256_stream(f)[len("sha256:") :]
 
 
 def _storage_options(protocol: str) -> dict[str, Any]:

@@ -32,6 +32,7 @@ import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
 from dpct import __version__
+from dpct.checksums import sha256_file
 from dpct.config import Settings
 from dpct.errors import BadInput, Conflict, NotFound, StorageError
 from dpct.storage._backup_db import (
@@ -59,7 +60,7 @@ from dpct.storage._backup_files import (
 from dpct.storage._database import Database
 from dpct.storage._records import DatasetState
 from dpct.storage._revisions import current_revision, head_revision
-from dpct.storage._store import open_filesystem, sha256_file, store_at, store_for
+from dpct.storage._store import open_filesystem, store_at, store_for
 
 MANIFEST = "manifest.json"
 FORMAT = 1

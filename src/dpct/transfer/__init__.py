@@ -1,7 +1,6 @@
 """DTS: verified, resumable, idempotent transfer of deliveries in and products out."""
 
-from dpct.transfer._history import TransferView, transfer, transfers
-from dpct.transfer._manifest import (
+from dpct.mission.delivery import (
     FORMAT,
     MANIFEST,
     DeliveryWriter,
@@ -12,6 +11,7 @@ from dpct.transfer._manifest import (
     read_manifest,
     write_delivery,
 )
+from dpct.transfer._history import TransferView, transfer, transfers
 from dpct.transfer._pull import pull
 from dpct.transfer._push import push
 from dpct.transfer._recovery import Recovery, recover_stale_transfers

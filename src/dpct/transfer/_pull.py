@@ -31,6 +31,7 @@ from dpct import __version__
 from dpct.config import Settings
 from dpct.datamodel import DataSpec, DataType
 from dpct.errors import BadInput, DpctError, NotFound, TransferError
+from dpct.mission.delivery import MANIFEST, Manifest, ManifestEntry, parse_manifest
 from dpct.storage import (
     ClaimKey,
     Connection,
@@ -53,7 +54,6 @@ from dpct.storage import (
     store_at,
 )
 from dpct.transfer._heartbeat import Heartbeat
-from dpct.transfer._manifest import MANIFEST, Manifest, ManifestEntry, parse_manifest
 from dpct.transfer._owner import HEARTBEAT_S, this_process
 from dpct.transfer._peers import MissingFile, Peer, fetch, open_peer, read_small
 from dpct.transfer._recovery import recover_stale_transfers

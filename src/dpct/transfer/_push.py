@@ -14,6 +14,7 @@ from fsspec.implementations.local import LocalFileSystem
 from dpct.config import Settings
 from dpct.datamodel import DATA_TYPES
 from dpct.errors import BadInput, Conflict, DpctError, NotFound
+from dpct.mission.delivery import MANIFEST, Manifest, ManifestEntry, SpecModel
 from dpct.storage import (
     Database,
     DatasetRow,
@@ -28,7 +29,6 @@ from dpct.storage import (
     store_for,
 )
 from dpct.transfer._heartbeat import Heartbeat
-from dpct.transfer._manifest import MANIFEST, Manifest, ManifestEntry, SpecModel
 from dpct.transfer._owner import HEARTBEAT_S, this_process
 from dpct.transfer._peers import CHUNK, filesystem
 from dpct.transfer._report import Clock, Progress, Quiet, TransferReport

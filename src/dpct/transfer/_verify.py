@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 
 from dpct.datamodel import DATA_TYPES, DataSpec, DataType
 from dpct.errors import DpctError, SchemaMismatch, UnknownDataType
-from dpct.transfer._manifest import ManifestEntry
+from dpct.mission.delivery import ManifestEntry
 
 
 class Rejected(Exception):

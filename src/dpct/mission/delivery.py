@@ -1,7 +1,11 @@
 """Deliveries: a folder of product files plus ``manifest.json`` describing each file.
 
-The manifest is written last, through a temporary name, so a folder without one is a
-delivery still being written and a watcher never picks up half a delivery.
+The delivery format is the interface between the upstream center and the DPC, so it
+lives with the mission rather than with either side: the simulator (playing the
+upstream center) writes it without knowing the DPC's database, and ``dpct.transfer``
+reads and writes it. The manifest is written last, through a temporary name, so a
+folder without one is a delivery still being written and a watcher never picks up half
+a delivery.
 """
 
 from __future__ import annotations
@@ -16,9 +20,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import BaseModel, Field, ValidationError
 
-from dpct.datamodel import DATA_TYPES, DataSpec
+from dpct.checksums import sha256_file
+from dpct.datamodel import DATA_TYPES, DataSpec, product_name
 from dpct.errors import BadInput
-from dpct.storage import product_name, sha256_file
 
 MANIFEST = "manifest.json"
 FORMAT = "dpct-delivery/1"
