@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass
 from functools import cached_property
 
+import numba
 import numpy as np
 
 from dpct.mission.constants import (
@@ -188,3 +189,23 @@ def heliotropic_frame(angles: dict[str, np.ndarray]) -> tuple[np.ndarray, np.nda
         ]
     )  # ecliptic → ICRS
     return frame_e @ rot.T, dframe_e @ rot.T
+
+
+@numba.njit(cache=True)
+def hermite(nodes: np.ndarray, col: int, i: int, u: float) -> float:
+    """Cubic Hermite interpolation at ``u`` in [0, 1] between rows ``i`` and ``i + 1``.
+
+    ``nodes[:, col]`` holds values and ``nodes[:, col + 1]`` their rates times the node
+    step: how the simulator's attitude kernels and the GSR test problem evaluate the
+    scanning law between closed-form nodes, with exact derivatives.
+    """
+    h00 = (1.0 + 2.0 * u) * (1.0 - u) ** 2
+    h10 = u * (1.0 - u) ** 2
+    h01 = u * u * (3.0 - 2.0 * u)
+    h11 = u * u * (u - 1.0)
+    return (
+        h00 * nodes[i, col]
+        + h10 * nodes[i, col + 1]
+        + h01 * nodes[i + 1, col]
+        + h11 * nodes[i + 1, col + 1]
+    )

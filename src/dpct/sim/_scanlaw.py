@@ -46,7 +46,7 @@ from dpct.mission.constants import (
     MAS,
     NS_PER_S,
 )
-from dpct.mission.scanlaw import NominalScanLaw, heliotropic_frame
+from dpct.mission.scanlaw import NominalScanLaw, heliotropic_frame, hermite
 from dpct.sim._config import SimConfig
 from dpct.sim._rng import Stream, generator
 
@@ -179,20 +179,6 @@ class ScanLaw:
 
 
 @numba.njit(cache=True)
-def _hermite(nodes: np.ndarray, col: int, i: int, u: float) -> float:
-    h00 = (1.0 + 2.0 * u) * (1.0 - u) ** 2
-    h10 = u * (1.0 - u) ** 2
-    h01 = u * u * (3.0 - 2.0 * u)
-    h11 = u * u * (u - 1.0)
-    return (
-        h00 * nodes[i, col]
-        + h10 * nodes[i, col + 1]
-        + h01 * nodes[i + 1, col]
-        + h11 * nodes[i + 1, col + 1]
-    )
-
-
-@numba.njit(cache=True)
 def _rotate_small(t0: float, t1: float, t2: float, a: np.ndarray, out: np.ndarray) -> None:
     # out = R(θ)·a with R(θ)u = u − (sinθ/θ) θ×u + ((1 − cosθ)/θ²) θ×(θ×u)
     th2 = t0 * t0 + t1 * t1 + t2 * t2
@@ -235,20 +221,20 @@ def attitude_at(
     if i < 0:
         i = 0
     u = x - i
-    om = _hermite(nodes, 18, i, u)
+    om = hermite(nodes, 18, i, u)
     co = math.cos(om)
     so = math.sin(om)
     # x = cosΩ a + sinΩ b, y = cosΩ b − sinΩ a, z: rows of the ICRS → SRS matrix
     for c in range(3):
-        fa = _hermite(nodes, 2 * c, i, u)
-        fb = _hermite(nodes, 6 + 2 * c, i, u)
+        fa = hermite(nodes, 2 * c, i, u)
+        fb = hermite(nodes, 6 + 2 * c, i, u)
         a_nom[0, c] = co * fa + so * fb
         a_nom[1, c] = co * fb - so * fa
-        a_nom[2, c] = _hermite(nodes, 12 + 2 * c, i, u)
+        a_nom[2, c] = hermite(nodes, 12 + 2 * c, i, u)
     # wobble: reference = R(θ_w)·nominal
-    w0 = _hermite(nodes, 20, i, u)
-    w1 = _hermite(nodes, 22, i, u)
-    w2 = _hermite(nodes, 24, i, u)
+    w0 = hermite(nodes, 20, i, u)
+    w1 = hermite(nodes, 22, i, u)
+    w2 = hermite(nodes, 24, i, u)
     _rotate_small(w0, w1, w2, a_nom, a_ref)
     # error: true = R(θ_e)·reference, θ_e a uniform cubic B-spline
     kx = (t_rel + knot_off) / knot_s
@@ -334,4 +320,4 @@ def spin_phase_many(t_rel: np.ndarray, grid: tuple, out: np.ndarray) -> None:
     for k in range(t_rel.size):
         x = t_rel[k] / step
         i = min(max(math.floor(x), 0), nodes.shape[0] - 2)
-        out[k] = _hermite(nodes, 18, i, x - i) % (2.0 * math.pi)
+        out[k] = hermite(nodes, 18, i, x - i) % (2.0 * math.pi)

@@ -49,6 +49,7 @@ from dpct.mission.constants import (
     SPIN_RATE_RAD_S,
     STRIP_PERIOD_NS,
 )
+from dpct.mission.scanlaw import hermite
 from dpct.pipelines.gsr import (
     DAYS_PER_YEAR,
     N_ASTRO,
@@ -177,20 +178,6 @@ def _scan_nodes(mission_days: float) -> F64:
     return np.ascontiguousarray(np.stack(cols, axis=1))
 
 
-@nb.njit(cache=True, inline="always")
-def _hermite(nodes: F64, col: int, i: int, u: float) -> float:
-    h00 = (1.0 + 2.0 * u) * (1.0 - u) ** 2
-    h10 = u * (1.0 - u) ** 2
-    h01 = u * u * (3.0 - 2.0 * u)
-    h11 = u * u * (u - 1.0)
-    return (
-        h00 * nodes[i, col]
-        + h10 * nodes[i, col + 1]
-        + h01 * nodes[i + 1, col]
-        + h11 * nodes[i + 1, col + 1]
-    )
-
-
 @nb.njit(cache=True)
 def _scan(
     t: float, nodes: F64
@@ -204,17 +191,17 @@ def _scan(
     pos = (t + _NODE_MARGIN_DAYS) / _NODE_STEP_DAYS
     i = min(max(math.floor(pos), 0), nodes.shape[0] - 2)
     u = pos - i
-    om = _hermite(nodes, 18, i, u)
+    om = hermite(nodes, 18, i, u)
     co, so = math.cos(om), math.sin(om)
-    a = (_hermite(nodes, 0, i, u), _hermite(nodes, 2, i, u), _hermite(nodes, 4, i, u))
-    b = (_hermite(nodes, 6, i, u), _hermite(nodes, 8, i, u), _hermite(nodes, 10, i, u))
-    z = (_hermite(nodes, 12, i, u), _hermite(nodes, 14, i, u), _hermite(nodes, 16, i, u))
+    a = (hermite(nodes, 0, i, u), hermite(nodes, 2, i, u), hermite(nodes, 4, i, u))
+    b = (hermite(nodes, 6, i, u), hermite(nodes, 8, i, u), hermite(nodes, 10, i, u))
+    z = (hermite(nodes, 12, i, u), hermite(nodes, 14, i, u), hermite(nodes, 16, i, u))
     # x = cos(omega) a + sin(omega) b, y = z x x = cos(omega) b - sin(omega) a
     return (
         (co * a[0] + so * b[0], co * a[1] + so * b[1], co * a[2] + so * b[2]),
         (co * b[0] - so * a[0], co * b[1] - so * a[1], co * b[2] - so * a[2]),
         z,
-        (_hermite(nodes, 20, i, u), _hermite(nodes, 22, i, u), _hermite(nodes, 24, i, u)),
+        (hermite(nodes, 20, i, u), hermite(nodes, 22, i, u), hermite(nodes, 24, i, u)),
     )
 
 
