@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = [pytest.mark.acceptance, pytest.mark.soak]
+pytestmark = [pytest.mark.acceptance, pytest.mark.slow, pytest.mark.soak]
 
 ROOT = Path(__file__).resolve().parents[1]
 MUST_BE_ZERO = ("not_final", "lost", "duplicated", "corrupted", "missing", "orphaned")

@@ -4,11 +4,11 @@ Three truths: the mission simulator's (its residuals are linear in its truth tab
 the adapted system times the truth must give back the residuals: every mapping, unit
 and derived quantity is checked at once), the solver stand-in's (whose rows, written in
 the simulator's format and read back, must give the same system, and whose truth the
-solve must recover), and, opt-in (``-m slow``), a solve of a simulated year.
+solve must recover), and, opt-in (``-m large``), a solve of a simulated year.
 
 A solve needs stars seen in several scan directions over months: the simulator makes a
 well-posed GSR only from about a year of scanning (minutes of CPU), so the solve-level
-checks run on the stand-in in CI and on the simulator with ``-m slow``.
+checks run on the stand-in in CI and on the simulator with ``-m large``.
 """
 
 from __future__ import annotations
@@ -295,7 +295,7 @@ def _patch_year(noise: bool):
     return sim, *_tables(chunks)
 
 
-@pytest.mark.slow
+@pytest.mark.large
 def test_simulated_year_solves_to_the_truth() -> None:
     """The simulator's own stream, where it is well posed: about 80 s, so opt-in.
 

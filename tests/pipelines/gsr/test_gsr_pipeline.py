@@ -232,6 +232,7 @@ def _job_log(settings: Settings, workflow: int, job: int) -> str:
 
 
 @pytest.mark.acceptance
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 def test_sigkilled_solve_resumes_from_its_checkpoint_and_ends_where_an_uninterrupted_one_does(
     db: Database, settings: Settings, env: dict[str, str], tmp_path: Path, standin: Inputs
