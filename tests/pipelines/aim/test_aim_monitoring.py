@@ -21,6 +21,8 @@ from dpct.pipelines.aim.monitoring import MonitorConfig, lsf_width_px, monitor
 from dpct.sim import SimConfig, Simulator, Span
 from dpct.sim._anomalies import BackgroundJump, LsfBroadening
 
+pytestmark = pytest.mark.slow  # science validation: days of simulated drifts
+
 DAY = 700
 JUMP_CCD = 17
 RATE = 0.08  # relative LSF width growth per day

@@ -29,6 +29,8 @@ from dpct.transfer import DeliveryWriter, read_manifest, transfers
 from dpct.transfer.service import pull
 from dpct.workflows import service
 
+pytestmark = pytest.mark.slow  # the pipeline end to end over days: minutes
+
 DAY = 700
 CHUNK_NS = 6 * 3600 * 10**9
 

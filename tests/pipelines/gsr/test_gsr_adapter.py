@@ -74,6 +74,7 @@ def _model(system: gsr.GsrSystem, x: np.ndarray) -> np.ndarray:
     return gsr.matvec(system, x)[: system.n_rows] / system.inv_sigma
 
 
+@pytest.mark.slow  # science validation
 def test_simulated_residuals_are_the_adapted_system_times_the_truth(noiseless) -> None:
     sim, obs, stars, attitude = noiseless
     # a half-hour sees each star once: keep them all, this checks rows, not solvability
@@ -152,6 +153,7 @@ def _exact_sigma(system: gsr.GsrSystem) -> np.ndarray:
     return np.sqrt(np.diag(_covariance(system)))
 
 
+@pytest.mark.slow  # science validation
 def test_standin_rows_read_back_as_the_same_system_and_recover_its_truth(standin) -> None:
     problem, ids, catalogue = standin
     original = problem.linear_system(noise=False)
@@ -170,6 +172,7 @@ def test_standin_rows_read_back_as_the_same_system_and_recover_its_truth(standin
     assert np.max(np.abs(result.x - problem.truth) / sigma) < 1e-4
 
 
+@pytest.mark.slow  # science validation
 def test_standin_pulls_have_unit_spread(standin) -> None:
     problem, ids, catalogue = standin
     rows = observations_from_system(problem.linear_system(noise=True), source_id=ids)

@@ -29,6 +29,7 @@ def test_ranks_split_rows_by_whole_stars(small_problem: gsr.SyntheticProblem, tm
         assert np.array_equal(joined, system.rhs)
 
 
+@pytest.mark.slow  # mpirun processes
 @needs_mpi
 def test_two_ranks_agree_with_one_process(small_problem: gsr.SyntheticProblem, tmp_path: Path):
     system = small_problem.linear_system(noise=True)

@@ -284,6 +284,7 @@ def test_sigkilled_solve_resumes_from_its_checkpoint_and_ends_where_an_uninterru
     assert set(conv.column("attempt_start").to_pylist()) == {0, resumed[0]}
 
 
+@pytest.mark.slow  # a node process and mpirun ranks
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 @pytest.mark.skipif(mpi_missing() is not None, reason=mpi_missing() or "")
 def test_a_node_runs_an_mpi_solve_on_two_slots(

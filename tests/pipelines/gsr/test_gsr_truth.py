@@ -8,6 +8,8 @@ from gsr_testing import TIGHT, Solved
 
 import dpct.pipelines.gsr as gsr
 
+pytestmark = pytest.mark.slow  # science validation: truth recovery
+
 
 def _blocks(layout: gsr.UnknownLayout) -> dict[str, slice]:
     return {
