@@ -1,10 +1,11 @@
 """Shared fixtures: a fresh metadata database per test, on SQLite and on PostgreSQL.
 
 PostgreSQL tests create their own database and drop it. A test that takes the migrated
-``db`` gets a copy of a template migrated once per session (the migration chain is slow
-on PostgreSQL); one that takes only ``db_url`` gets an empty database, as before. Where
-no server answers they are skipped, unless DPCT_REQUIRE_POSTGRES=1 (CI sets it) makes
-that an error.
+``db`` gets a copy of a template migrated once per session (copying is several times
+faster than the migration chain); one that takes only ``db_url`` gets an empty database,
+as before (tests/storage/test_migrations.py runs the real chain). Where no server
+answers they are skipped, unless DPCT_REQUIRE_POSTGRES=1 (CI sets it) makes that an
+error.
 
 Markers: ``slow`` (process-level acceptance tests, science validations) runs in the full
 run and is left out by the fast tier, ``-m "not slow"``; ``large`` (large simulations,

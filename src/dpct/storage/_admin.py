@@ -19,8 +19,8 @@ def _check(name: str) -> None:
 def create_postgres_database(admin_url: str, name: str, template: str | None = None) -> str:
     """Create database ``name`` on the server of ``admin_url``; returns its URL.
 
-    With ``template`` the server copies that database file by file, which is much
-    cheaper than running the migrations again; nobody may be connected to it meanwhile.
+    With ``template`` the server copies that database: a few hundredths of a second
+    where running the migrations again takes tenths. Nobody may be connected to it.
     """
     _check(name)
     copy = ""
