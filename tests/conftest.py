@@ -1,7 +1,15 @@
 """Shared fixtures: a fresh metadata database per test, on SQLite and on PostgreSQL.
 
-PostgreSQL tests create their own database and drop it. Where no server answers they
-are skipped, unless DPCT_REQUIRE_POSTGRES=1 (CI sets it) makes that an error.
+PostgreSQL tests create their own database and drop it. A test that takes the migrated
+``db`` gets a copy of a template migrated once per session (copying is several times
+faster than the migration chain); one that takes only ``db_url`` gets an empty database,
+as before (tests/storage/test_migrations.py runs the real chain). Where no server
+answers they are skipped, unless DPCT_REQUIRE_POSTGRES=1 (CI sets it) makes that an
+error.
+
+Markers: ``slow`` (process-level acceptance tests, science validations) runs in the full
+run and is left out by the fast tier, ``-m "not slow"``; ``large`` (large simulations,
+long solves) is skipped unless ``-m large`` asks for it.
 """
 
 from __future__ import annotations
@@ -15,7 +23,7 @@ from tests.helpers import child_env
 
 from dpct.config import Settings
 from dpct.storage import Database, upgrade
-from dpct.testing import FakeClock, postgres_available, postgres_database
+from dpct.testing import FakeClock, postgres_available, postgres_database, postgres_template
 
 os.environ.setdefault("DPCT_TASK_MODULES", "dpct.testing.tasks")
 from dpct.tasks import load_entry_points
@@ -28,12 +36,12 @@ _PG = None
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Skip ``slow`` tests (large simulations, long solves) unless ``-m slow`` asks for them."""
-    if "slow" in (config.getoption("-m") or ""):
+    """Skip ``large`` tests (large simulations, long solves) unless ``-m large`` asks for them."""
+    if "large" in (config.getoption("-m") or ""):
         return
-    skip = pytest.mark.skip(reason="slow: opt in with -m slow")
+    skip = pytest.mark.skip(reason="large: opt in with -m large")
     for item in items:
-        if "slow" in item.keywords:
+        if "large" in item.keywords:
             item.add_marker(skip)
 
 
@@ -44,7 +52,7 @@ def _postgres_ok() -> bool:
     return _PG
 
 
-def database_url(backend: str, tmp_path: Path) -> Iterator[str]:
+def database_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[str]:
     if backend == "sqlite":
         yield f"sqlite:///{tmp_path / 'dpct.sqlite3'}"
         return
@@ -52,8 +60,17 @@ def database_url(backend: str, tmp_path: Path) -> Iterator[str]:
         if os.environ.get("DPCT_REQUIRE_POSTGRES") == "1":
             pytest.fail("PostgreSQL is required (DPCT_REQUIRE_POSTGRES=1) but does not answer")
         pytest.skip("no PostgreSQL server on 127.0.0.1:5432")
-    with postgres_database() as url:
+    # Only a test that takes `db` wants it migrated; the others see an empty database.
+    template = request.getfixturevalue("pg_template") if "db" in request.fixturenames else None
+    with postgres_database(template=template) as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+def pg_template() -> Iterator[str]:
+    """The session's migrated PostgreSQL database, copied for each test that takes ``db``."""
+    with postgres_template() as name:
+        yield name
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
@@ -62,8 +79,8 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def db_url(backend: str, tmp_path: Path) -> Iterator[str]:
-    yield from database_url(backend, tmp_path)
+def db_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[str]:
+    yield from database_url(backend, tmp_path, request)
 
 
 @pytest.fixture

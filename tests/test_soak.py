@@ -5,7 +5,7 @@ whichever processes chaos happened to kill: every workflow SUCCESS, nothing lost
 duplicated, corrupted, missing or orphaned. It soaks PostgreSQL (the soak's own
 cluster, never the server on 5432) where the PostgreSQL binaries are installed, else
 SQLite; with DPCT_REQUIRE_POSTGRES=1 (CI) missing binaries are an error. Deselect it
-with ``-m "not soak"``.
+with ``-m "not soak"``; the fast tier (``-m "not slow"``) leaves it out too.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = [pytest.mark.acceptance, pytest.mark.soak]
+pytestmark = [pytest.mark.acceptance, pytest.mark.slow, pytest.mark.soak]
 
 ROOT = Path(__file__).resolve().parents[1]
 MUST_BE_ZERO = ("not_final", "lost", "duplicated", "corrupted", "missing", "orphaned")

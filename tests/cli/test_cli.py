@@ -1,26 +1,24 @@
-"""The real `dpct` command, run as a subprocess against a fresh database per test.
+"""The `dpct` command against a fresh database per test.
 
 Each test checks the exit code and the text an operator reads; JSON output is compared
 with what the service functions (and the tables behind them) say in this process.
-Jobs are run in-process with ``run_inline`` so the tests stay fast and deterministic.
+Commands run through ``dpct.cli.main`` in this process (``cli``); the real command as a
+subprocess (``process``, marked slow) where the process is the point: the environment
+of a fresh interpreter and the demo's own processing nodes. Jobs are run in-process
+with ``run_inline`` so the tests stay fast and deterministic.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import re
-import subprocess
-import sys
 import time
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from tests.cli.runners import Cli, InProcess, cli_env
 
 from dpct.config import Settings
 from dpct.events import service as event_service
@@ -58,65 +56,15 @@ params = { factor = 3.0 }
 """
 
 
-@dataclasses.dataclass
-class Cli:
-    """Runs ``python -m dpct`` with this test's home and database."""
-
-    env: dict[str, str]
-    cwd: Path
-
-    def run(self, *args: str, rc: int = 0, timeout: float = 60) -> subprocess.CompletedProcess:
-        proc = subprocess.run(
-            [sys.executable, "-m", "dpct", *args],
-            env=self.env,
-            cwd=self.cwd,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
-        assert proc.returncode == rc, (
-            f"dpct {' '.join(args)}: exit {proc.returncode}, expected {rc}\n"
-            f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
-        )
-        return proc
-
-    def json(self, *args: str) -> Any:
-        return json.loads(self.run(*args, "--json").stdout)
-
-    def many(self, commands: Sequence[Sequence[str]]) -> list[subprocess.CompletedProcess]:
-        """Run read-only commands side by side (each is a separate interpreter start)."""
-        with ThreadPoolExecutor(max_workers=4) as pool:
-            return list(pool.map(lambda args: self.run(*args), commands))
-
-    def errors(self, commands: Sequence[Sequence[str]], rc: int) -> list[str]:
-        """Run failing commands side by side; return their one-line messages."""
-        with ThreadPoolExecutor(max_workers=4) as pool:
-            return list(pool.map(lambda args: self.error(*args, rc=rc), commands))
-
-    def error(self, *args: str, rc: int) -> str:
-        """Run a command that must fail; return its one-line message."""
-        proc = self.run(*args, rc=rc)
-        assert "Traceback" not in proc.stderr, proc.stderr
-        lines = proc.stderr.strip().splitlines()
-        assert len(lines) == 1, f"the error should be one line, got:\n{proc.stderr}"
-        assert lines[0].startswith("error: "), lines[0]
-        return lines[0]
-
-
-def _cli_env(home: Path, url: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DPCT_")}
-    env.update(
-        DPCT_HOME=str(home),
-        DPCT_DATABASE_URL=url,
-        DPCT_TASK_MODULES="dpct.testing.tasks",
-        COLUMNS="250",  # wide tables; errors must stay one line whatever the width
-    )
-    return env
+@pytest.fixture
+def cli(settings: Settings) -> InProcess:
+    return InProcess(cli_env(settings.home, settings.database_url))
 
 
 @pytest.fixture
-def cli(settings: Settings, tmp_path: Path) -> Cli:
-    return Cli(_cli_env(settings.home, settings.database_url), tmp_path)
+def process(settings: Settings, tmp_path: Path) -> Cli:
+    """The real command, where a process of its own is the point."""
+    return Cli(cli_env(settings.home, settings.database_url), tmp_path)
 
 
 def _run_jobs(db: Database, settings: Settings, clock: FakeClock) -> list[int]:
@@ -148,7 +96,9 @@ def _write(path: Path, text: str) -> Path:
 # ---------------------------------------------------------------- database state
 
 
-def test_schema_lifecycle_empty_upgrade_status_old(cli: Cli, db_url: str, backend: str) -> None:
+def test_schema_lifecycle_empty_upgrade_status_old(
+    cli: InProcess, db_url: str, backend: str
+) -> None:
     """Missing or empty database → told to upgrade; upgrade; status current; older schema →
     told again; a revision this dpct does not know → told not to migrate it."""
     line = cli.error("workflow", "list", rc=5)
@@ -188,10 +138,11 @@ def test_schema_lifecycle_empty_upgrade_status_old(cli: Cli, db_url: str, backen
     assert "refusing to migrate it" in line
 
 
+@pytest.mark.slow
 @SQLITE_ONLY
-def test_unreachable_database_is_one_clear_line(cli: Cli) -> None:
-    cli.env["DPCT_DATABASE_URL"] = UNREACHABLE
-    line = cli.error("workflow", "list", rc=5)
+def test_unreachable_database_is_one_clear_line(process: Cli) -> None:
+    process.env["DPCT_DATABASE_URL"] = UNREACHABLE
+    line = process.error("workflow", "list", rc=5)
     assert "cannot reach the metadata database at " in line
     assert "127.0.0.1:1/x" in line
     assert "check DPCT_DATABASE_URL and that the server runs" in line
@@ -246,7 +197,7 @@ params = { rows = "many" }
 
 @SQLITE_ONLY
 def test_bad_descriptors_name_file_step_field_and_lose_nothing(
-    cli: Cli, db: Database, settings: Settings, tmp_path: Path, clock: FakeClock
+    cli: InProcess, db: Database, settings: Settings, tmp_path: Path, clock: FakeClock
 ) -> None:
     good = _write(tmp_path / "chain.toml", CHAIN)
     service.register_descriptor(db, good)
@@ -286,7 +237,7 @@ def _run_chain(db: Database, settings: Settings, clock: FakeClock, tmp_path: Pat
 
 @SQLITE_ONLY
 def test_json_views_reflect_the_database(
-    cli: Cli, db: Database, settings: Settings, tmp_path: Path, clock: FakeClock
+    cli: InProcess, db: Database, settings: Settings, tmp_path: Path, clock: FakeClock
 ) -> None:
     registered = cli.json("workflow", "register", str(_write(tmp_path / "chain.toml", CHAIN)))
     assert [(d["name"], d["version"], d["active"]) for d in registered] == [("CliChain", 1, True)]
@@ -405,7 +356,7 @@ def test_json_views_reflect_the_database(
 
 @SQLITE_ONLY
 def test_resume_cancel_wrong_state_and_missing_objects(
-    cli: Cli, db: Database, settings: Settings, tmp_path: Path, clock: FakeClock
+    cli: InProcess, db: Database, settings: Settings, tmp_path: Path, clock: FakeClock
 ) -> None:
     fixed = tmp_path / "fixed"
     failing = f"""\
@@ -432,13 +383,12 @@ depends_on = ["check"]
         ("workflow", "cancel", "999"): (3, "workflow 999 does not exist; list them with"),
         ("lineage", "999"): (3, "solution id 999 does not exist"),
     }
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        log = pool.submit(cli.run, "job", "logs", str(failed.id))
-        lines = list(pool.map(lambda item: cli.error(*item[0], rc=item[1][0]), errors.items()))
+    log = cli.run("job", "logs", str(failed.id))
+    lines = [cli.error(*args, rc=rc) for args, (rc, _) in errors.items()]
     for line, (_, text) in zip(lines, errors.values(), strict=True):
         assert text in line, line
-    assert "this input can never be processed" in log.result().stdout
-    assert "Traceback" in log.result().stdout
+    assert "this input can never be processed" in log.stdout
+    assert "Traceback" in log.stdout
     view = service.workflow(db, bad)
     assert view.workflow.status == "FAILED"
     assert view.counts == {"FAILED": 1, "UPSTREAM_FAILED": 1}
@@ -453,14 +403,15 @@ depends_on = ["check"]
 # ---------------------------------------------------------------- the demo
 
 
+@pytest.mark.slow  # the demo starts a coordinator and nodes of its own
 @SQLITE_ONLY
-def test_demo_end_to_end(cli: Cli, settings: Settings) -> None:
-    proc = cli.run("demo", "--day", "4000", "--timeout", "120", timeout=150)
+def test_demo_end_to_end(process: Cli, settings: Settings) -> None:
+    proc = process.run("demo", "--day", "4000", "--timeout", "120", timeout=150)
     assert "demo succeeded" in proc.stdout
     # The day's triggers have fired: a second demo of that day could never complete.
-    line = cli.error("demo", "--day", "4000", rc=2)
+    line = process.error("demo", "--day", "4000", rc=2)
     assert "the demo already ran for OBMT day 4000" in line
-    views = cli.json("workflow", "list")
+    views = process.json("workflow", "list")
     assert sorted((v["workflow"]["name"], v["workflow"]["status"]) for v in views) == [
         ("DemoDailyProcessingWorkflow", "SUCCESS"),
         ("DemoIngestAutWorkflow", "SUCCESS"),
@@ -479,7 +430,7 @@ def test_demo_end_to_end(cli: Cli, settings: Settings) -> None:
     finally:
         db.dispose()
     # The datasets listing shows every registered product, and the files are there.
-    listed = cli.json("datasets", "--limit", "1000")
+    listed = process.json("datasets", "--limit", "1000")
     assert sum(1 for d in listed if d["spec"]["data_type"] == "demo_raw") == 12
     report_ds = [d for d in listed if d["spec"]["data_type"] == "demo_report"]
     assert len(report_ds) == 1 and report_ds[0]["solution_id"] == report.solution_id

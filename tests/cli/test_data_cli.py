@@ -158,6 +158,7 @@ def test_retract_previews_and_refuses_without_a_terminal(dpct: Any, db: Database
     assert [r["state"] for r in rows if r["id"] == dataset_id] == ["RETRACTED"]
 
 
+@pytest.mark.slow  # the real command on a pseudo-terminal
 @SQLITE_ONLY
 def test_closure_asks_on_a_terminal_and_no_changes_nothing(
     dpct: Any, db: Database, settings: Settings

@@ -2,8 +2,9 @@
 traceback, and nothing stored changed.
 
 Most commands run in this process through ``dpct.cli.main`` (the real error mapping,
-without an interpreter start per command); the database-file cases and ``--wait``
-run the real ``dpct`` as a subprocess.
+without an interpreter start per command); a node's start, a read-only database (a
+process without root's capabilities) and ``--wait`` (a second program while jobs run
+here) run the real ``dpct`` as a subprocess, marked slow.
 """
 
 from __future__ import annotations
@@ -14,19 +15,14 @@ import shutil
 import subprocess
 import sys
 import time
-import traceback
-from collections.abc import Iterator
 from pathlib import Path
-from unittest import mock
 
 import pytest
-from tests.cli.test_cli import CHAIN, SQLITE_ONLY, Cli, _cli_env, _dump, _write
+from tests.cli.runners import Cli, InProcess, cli_env
+from tests.cli.test_cli import CHAIN, SQLITE_ONLY, _dump, _write
 from tests.helpers import wait_for
-from typer.testing import CliRunner
 
 import dpct.plugins as plugins
-from dpct.cli import main
-from dpct.cli._context import settings as cli_settings
 from dpct.config import Settings
 from dpct.processing import run_inline
 from dpct.storage import Database
@@ -34,60 +30,15 @@ from dpct.testing import FakeClock, sqlite_database
 from dpct.workflows import service
 
 
-class InProcess:
-    """``dpct ARGS`` through ``main()`` in this process, with its own environment."""
-
-    def __init__(self, env: dict[str, str]) -> None:
-        self.env = env
-
-    def __call__(self, *args: str, rc: int = 0, **env: str) -> tuple[str, str]:
-        overrides: dict[str, str | None] = {k: None for k in os.environ if k.startswith("DPCT_")}
-        overrides.update(self.env, **env)
-        cli_settings.cache_clear()
-        with (
-            CliRunner().isolation(env=overrides) as (out, err, _),
-            mock.patch.object(sys, "argv", ["dpct", *args]),
-        ):
-            try:
-                main()
-                code: int | str = 0
-            except SystemExit as exit_:
-                code = exit_.code if isinstance(exit_.code, int) else 0
-            except Exception:  # what an operator would see as a traceback
-                code = "traceback"
-                sys.stderr.write(traceback.format_exc())
-            sys.stdout.flush()
-            sys.stderr.flush()
-            stdout, stderr = out.getvalue().decode(), err.getvalue().decode()
-        cli_settings.cache_clear()
-        assert code == rc, f"dpct {' '.join(args)}: exit {code}, expected {rc}\n{stderr}"
-        return stdout, stderr
-
-    def error(self, *args: str, rc: int, **env: str) -> str:
-        """Run a command that must fail; return its one-line message."""
-        _, stderr = self(*args, rc=rc, **env)
-        assert "Traceback" not in stderr, stderr
-        lines = stderr.strip().splitlines()
-        assert len(lines) == 1, f"the error should be one line, got:\n{stderr}"
-        assert lines[0].startswith("error: "), lines[0]
-        return lines[0]
-
-
 @pytest.fixture
-def dpct(db: Database, settings: Settings) -> Iterator[InProcess]:
-    yield InProcess(
-        {
-            "DPCT_HOME": str(settings.home),
-            "DPCT_DATABASE_URL": settings.database_url,
-            "DPCT_TASK_MODULES": "dpct.testing.tasks",
-        }
-    )
+def dpct(db: Database, settings: Settings) -> InProcess:
+    return InProcess(cli_env(settings.home, settings.database_url))
 
 
 @pytest.fixture
 def cli(settings: Settings, tmp_path: Path) -> Cli:
     """The real ``dpct`` as a subprocess, for what must start a fresh interpreter."""
-    return Cli(_cli_env(settings.home, settings.database_url), tmp_path)
+    return Cli(cli_env(settings.home, settings.database_url), tmp_path)
 
 
 # ---------------------------------------------------------------- descriptors
@@ -117,7 +68,7 @@ def test_descriptor_with_unknown_data_type_or_negative_priority_is_refused(
 ) -> None:
     """A trigger on a type nothing registers could never fire: refused, nothing stored.
     Every shipped pipeline (types declared by entry points) still installs."""
-    dpct("workflow", "register", str(_write(tmp_path / "chain.toml", CHAIN)))
+    dpct.run("workflow", "register", str(_write(tmp_path / "chain.toml", CHAIN)))
     before = _dump(db)
     for name, (text, expected) in UNKNOWN_TYPES.items():
         path = _write(tmp_path / name, text)
@@ -128,7 +79,7 @@ def test_descriptor_with_unknown_data_type_or_negative_priority_is_refused(
     assert _dump(db) == before
 
     shipped = sorted(service.shipped_pipelines())
-    out, _ = dpct("workflow", "install", *shipped, "--json")
+    out = dpct.run("workflow", "install", *shipped, "--json").stdout
     assert {row["name"] for row in json.loads(out)} >= {
         "HKIngestAutWorkflow",
         "BAMDailyProcessingWorkflow",
@@ -145,7 +96,7 @@ def test_descriptor_with_unknown_data_type_or_negative_priority_is_refused(
 def test_out_of_range_numbers_and_unknown_statuses_are_one_line_and_change_nothing(
     dpct: InProcess, db: Database, tmp_path: Path
 ) -> None:
-    dpct("workflow", "register", str(_write(tmp_path / "chain.toml", CHAIN)))
+    dpct.run("workflow", "register", str(_write(tmp_path / "chain.toml", CHAIN)))
     wf = str(service.submit(db, "CliChain", service.day_spec("testing_counts", 5000)))
     before = _dump(db)
     refused = {
@@ -193,8 +144,8 @@ def test_out_of_range_numbers_and_unknown_statuses_are_one_line_and_change_nothi
     for args, message in refused.items():
         assert dpct.error(*args, rc=2).startswith(f"error: {message}"), args
     assert _dump(db) == before
-    assert dpct("workflow", "priority", wf, "0")[0].startswith(f"workflow {wf}: priority 0")
-    assert '"QUEUED"' in dpct("job", "list", wf, "--status", "queued", "--json")[0]
+    assert dpct.run("workflow", "priority", wf, "0").stdout.startswith(f"workflow {wf}: priority 0")
+    assert '"QUEUED"' in dpct.run("job", "list", wf, "--status", "queued", "--json").stdout
 
 
 # ---------------------------------------------------------------- configuration
@@ -213,7 +164,7 @@ def test_bad_settings_are_refused_naming_variable_and_value(dpct: InProcess) -> 
     for (variable, value), message in refused.items():
         line = dpct.error("workflow", "list", rc=2, **{variable: value})
         assert line.startswith(f"error: {message}"), line
-    dpct("workflow", "list", DPCT_RETRY_BACKOFF_S="0", DPCT_LOG_MAX_BYTES="0")
+    dpct.run("workflow", "list", DPCT_RETRY_BACKOFF_S="0", DPCT_LOG_MAX_BYTES="0")
 
 
 @SQLITE_ONLY
@@ -229,9 +180,10 @@ def test_unimportable_task_module_is_one_config_line(
             "(No module named 'no_such_module'); install it or fix the variable "
             "(comma-separated module names)"
         )
-    dpct("tasks")
+    dpct.run("tasks")
 
 
+@pytest.mark.slow
 @SQLITE_ONLY
 def test_node_with_unimportable_task_module_stops_at_start(cli: Cli, db: Database) -> None:
     cli.env["DPCT_TASK_MODULES"] = "no_such_module"
@@ -244,16 +196,17 @@ def test_node_with_unimportable_task_module_stops_at_start(cli: Cli, db: Databas
 # ---------------------------------------------------------------- the SQLite file
 
 
-def _sqlite_cli(tmp_path: Path) -> tuple[Cli, Path]:
+def _sqlite_env(tmp_path: Path) -> tuple[dict[str, str], Path]:
     home = tmp_path / "home"
     home.mkdir()
     db = sqlite_database(home / "dpct.sqlite3")
     db.dispose()  # no -wal or -shm left behind
-    return Cli(_cli_env(home, ""), tmp_path), home / "dpct.sqlite3"
+    return cli_env(home, ""), home / "dpct.sqlite3"
 
 
 def test_a_file_that_is_not_a_database_is_one_storage_line(tmp_path: Path) -> None:
-    cli, path = _sqlite_cli(tmp_path)
+    env, path = _sqlite_env(tmp_path)
+    cli = InProcess(env)
     path.write_bytes(b"these are not the bytes of an SQLite database\n" * 100)
     content = path.read_bytes()
     for args in (("workflow", "list"), ("db", "upgrade")):
@@ -277,10 +230,12 @@ def _unprivileged(cli: Cli) -> Cli:
         def command(args: tuple[str, ...]) -> list[str]:
             return [sys.executable, "-m", "dpct", *args]
 
-        def run(self, *args: str, rc: int = 0, timeout: float = 60) -> subprocess.CompletedProcess:
+        def run(
+            self, *args: str, rc: int = 0, timeout: float = 60, **env: str
+        ) -> subprocess.CompletedProcess:
             proc = subprocess.run(
                 [setpriv, f"--inh-caps={drop}", f"--bounding-set={drop}", *self.command(args)],
-                env=self.env,
+                env={**self.env, **env},
                 cwd=self.cwd,
                 capture_output=True,
                 text=True,
@@ -292,9 +247,10 @@ def _unprivileged(cli: Cli) -> Cli:
     return Unprivileged(cli.env, cli.cwd)
 
 
+@pytest.mark.slow  # a process without the capabilities that bypass permissions
 def test_a_read_only_database_says_so_naming_the_file(tmp_path: Path) -> None:
-    cli, path = _sqlite_cli(tmp_path)
-    cli = _unprivileged(cli)
+    env, path = _sqlite_env(tmp_path)
+    cli = _unprivileged(Cli(env, tmp_path))
     descriptor = _write(tmp_path / "chain.toml", CHAIN)
     before = _dump(Database(f"sqlite:///{path}"))
     path.chmod(0o444)
@@ -320,6 +276,7 @@ def test_a_read_only_database_says_so_naming_the_file(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- submit --wait
 
 
+@pytest.mark.slow
 @SQLITE_ONLY
 def test_submit_wait_exits_6_unless_the_workflow_succeeded(
     cli: Cli, db: Database, settings: Settings, tmp_path: Path

@@ -24,7 +24,7 @@ from dpct.storage import Database
 from dpct.storage._schema import datasets
 from dpct.workflows import service
 
-pytestmark = pytest.mark.acceptance
+pytestmark = [pytest.mark.acceptance, pytest.mark.slow]
 DAY = 6000
 ENDED = {"SUCCESS", "FAILED", "PARTIALLYSUCCESS", "CANCELLED"}
 LOADED = {"DPCT_LEASE_S": "8"}

@@ -17,7 +17,7 @@ from dpct.processing import service as processing_service
 from dpct.storage import Database, current_leader
 from dpct.workflows import service
 
-pytestmark = pytest.mark.acceptance
+pytestmark = [pytest.mark.acceptance, pytest.mark.slow]
 DAY = 6000
 ENDED = {"SUCCESS", "FAILED", "PARTIALLYSUCCESS", "CANCELLED"}
 FIRST, SECOND = "pfs.coordinator", "pfs.coordinator.2"

@@ -27,6 +27,7 @@ from dpct.workflows import service
 
 pytestmark = [
     pytest.mark.acceptance,
+    pytest.mark.slow,
     pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc"),
 ]
 DAY = 7000

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
-import sys
+import os
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from tests.cli.runners import InProcess
 
 from dpct.datamodel import DATA_TYPES, NS_PER_DAY
 from dpct.sim import SimConfig, Simulator, Span
@@ -87,19 +87,13 @@ def test_a_day_becomes_a_sealed_delivery_with_truth_apart(tmp_path: Path) -> Non
     assert again.skipped and (result.folder / "manifest.json").stat().st_mtime_ns == before
 
 
-def _dpct(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "dpct", *args], capture_output=True, text=True, timeout=300
-    )
-
-
 def test_cli_writes_deliveries_and_refuses_bad_settings(tmp_path: Path) -> None:
-    done = _dpct(
+    dpct = InProcess(dict(os.environ))  # through dpct.cli.main, in this process
+    done = dpct.run(
         "sim", "run", "--day", "701", "--hours", "0.25", "--out", str(tmp_path),
         "--scale", "0.002", "--products", "hk,data_qualifiers", "--workers", "1",
         "--no-truth", "--json",
     )  # fmt: skip
-    assert done.returncode == 0, done.stderr
     (report,) = json.loads(done.stdout)
     manifest = read_manifest(report["delivery"])
     assert sorted(f.data_type for f in manifest.files) == ["data_qualifiers", "hk"]
@@ -107,6 +101,7 @@ def test_cli_writes_deliveries_and_refuses_bad_settings(tmp_path: Path) -> None:
     assert report["rows"] == rows and rows["hk"] > 0
     assert not (tmp_path / "sim-s0-d701.truth").exists()
 
-    bad = _dpct("sim", "run", "--day", "701", "--out", str(tmp_path), "--products", "af,hk")
-    assert bad.returncode == 2
+    bad = dpct.run(
+        "sim", "run", "--day", "701", "--out", str(tmp_path), "--products", "af,hk", rc=2
+    )
     assert "unknown products ['af']" in bad.stderr

@@ -153,6 +153,7 @@ def _gate(db: Database, limit: int | None) -> None:
 
 # ---------------------------------------------------------------- the acceptance --
 @pytest.mark.acceptance
+@pytest.mark.slow
 def test_backup_while_a_node_runs_jobs_then_wipe_and_restore(
     backend: str, db: Database, settings: Settings, env: dict[str, str], tmp_path: Path
 ) -> None:
@@ -409,6 +410,7 @@ def test_restore_refuses_a_used_target_and_checks_every_byte(
     assert not (tmp_path / "c").exists()  # a failed restore leaves no home behind
 
 
+@pytest.mark.slow  # seven `dpct` processes against an S3 server
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 def test_backup_to_s3_is_incremental_and_restores(
     db: Database, settings: Settings, env: dict[str, str], tmp_path: Path, s3: S3

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pyarrow as pa
 import pytest
+from tests.cli.runners import InProcess
 from tests.peers import S3
 
 import dpct.testing.tasks  # noqa: F401  (registers testing_counts)
@@ -181,16 +180,6 @@ def test_check_on_an_s3_store(tmp_path: Path, s3: S3) -> None:
         db.dispose()
 
 
-def _dpct(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "dpct", *args],
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 def test_cli_exit_codes_json_and_grace(
     db: Database, settings: Settings, env: dict[str, str]
@@ -200,24 +189,23 @@ def test_cli_exit_codes_json_and_grace(
     Path(location).unlink()
     orphan = Path(store.write(_table(), SPEC, "j5a1-feedface").location)
 
-    proc = _dpct(env, "store", "check", "--json")
-    assert proc.returncode == 1, proc.stderr
+    dpct = InProcess(env)  # through dpct.cli.main, the console script's error mapping
+    proc = dpct.run("store", "check", "--json", rc=1)
     found = json.loads(proc.stdout)
     assert found["clean"] is False and found["unresolved"] == 1  # the orphan is young
     assert [o["location"] for o in found["recent"]] == [str(orphan)]
     assert [b["dataset_id"] for b in found["missing"]] == [dataset_id]
 
-    proc = _dpct(env, "store", "check", "--grace", "0")
-    assert proc.returncode == 1 and "2 problems left" in proc.stdout, proc.stdout
+    proc = dpct.run("store", "check", "--grace", "0", rc=1)
+    assert "2 problems left" in proc.stdout, proc.stdout
     assert "store check --repair" in proc.stdout
 
-    bad = _dpct(env, "store", "check", "--grace", "soon")
-    assert bad.returncode == 2 and "--grace" in bad.stderr and "Traceback" not in bad.stderr
+    bad = dpct.run("store", "check", "--grace", "soon", rc=2)
+    assert "--grace" in bad.stderr and "Traceback" not in bad.stderr
 
-    proc = _dpct(env, "store", "check", "--repair", "--grace", "0s")
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    proc = dpct.run("store", "check", "--repair", "--grace", "0s")
     assert "repaired" in proc.stdout and not orphan.exists()
     assert _state(db, dataset_id) == "MISSING"
 
-    proc = _dpct(env, "store", "check", "--fast")
-    assert proc.returncode == 0 and "clean" in proc.stdout, proc.stdout
+    proc = dpct.run("store", "check", "--fast")
+    assert "clean" in proc.stdout, proc.stdout

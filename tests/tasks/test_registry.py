@@ -426,6 +426,7 @@ def test_entry_point_discovery_finds_the_plugin_package() -> None:
     assert "example.double" in TASK_TYPES.names()
 
 
+@pytest.mark.slow  # two fresh interpreters
 def test_discovery_in_a_fresh_interpreter_entry_points_and_task_modules() -> None:
     """Entry points alone give the installed packages; DPCT_TASK_MODULES adds modules."""
     code = "from dpct.tasks import TASK_TYPES; print(' '.join(TASK_TYPES.names()))"

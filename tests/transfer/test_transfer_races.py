@@ -102,6 +102,7 @@ def _small_deliveries(folder: Path, n: int) -> list[Manifest]:
     ]
 
 
+@pytest.mark.slow  # real `dpct transfer pull` processes
 @pytest.mark.parametrize("over", ["local", "http"])
 def test_two_pulls_of_one_delivery_at_once_register_each_file_once(
     over: str,
@@ -172,6 +173,7 @@ def _held_delivery(folder: Path) -> tuple[Manifest, str]:
     return manifest, big.file
 
 
+@pytest.mark.slow  # real `dpct transfer pull` processes
 def test_a_killed_pull_is_failed_and_the_next_one_cleans_up_and_resumes(
     db: Database,
     settings: Settings,
@@ -232,6 +234,7 @@ def _limit_file_size(nbytes: int) -> Callable[[], None]:
     return limit
 
 
+@pytest.mark.slow  # real `dpct transfer pull` processes
 def test_a_pull_that_cannot_write_fails_in_one_line_and_resumes_later(
     db: Database, settings: Settings, env: dict[str, str], tmp_path: Path
 ) -> None:

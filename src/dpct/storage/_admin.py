@@ -16,13 +16,21 @@ def _check(name: str) -> None:
         raise ConfigError(f"{name!r} is not a safe database name (lower case, digits, _)")
 
 
-def create_postgres_database(admin_url: str, name: str) -> str:
-    """Create database ``name`` on the server of ``admin_url``; returns its URL."""
+def create_postgres_database(admin_url: str, name: str, template: str | None = None) -> str:
+    """Create database ``name`` on the server of ``admin_url``; returns its URL.
+
+    With ``template`` the server copies that database: a few hundredths of a second
+    where running the migrations again takes tenths. Nobody may be connected to it.
+    """
     _check(name)
+    copy = ""
+    if template is not None:
+        _check(template)
+        copy = f' TEMPLATE "{template}"'
     engine = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT")
     try:
         with engine.connect() as conn:
-            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+            conn.exec_driver_sql(f'CREATE DATABASE "{name}"{copy}')
     finally:
         engine.dispose()
     return sa.make_url(admin_url).set(database=name).render_as_string(hide_password=False)

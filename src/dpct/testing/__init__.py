@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -39,12 +40,38 @@ def sqlite_database(path: str) -> Database:
 
 
 @contextmanager
-def postgres_database(admin_url: str = POSTGRES_ADMIN_URL) -> Iterator[str]:
-    """Create a uniquely named PostgreSQL database, yield its URL, then drop it."""
+def postgres_database(
+    admin_url: str = POSTGRES_ADMIN_URL, template: str | None = None
+) -> Iterator[str]:
+    """Create a uniquely named PostgreSQL database, yield its URL, then drop it.
+
+    Empty, or a copy of ``template`` (see ``postgres_template``).
+    """
     name = f"dpct_test_{uuid.uuid4().hex[:12]}"
-    url = create_postgres_database(admin_url, name)
+    url = create_postgres_database(admin_url, name, template)
     try:
         yield url
+    finally:
+        drop_postgres_database(admin_url, name)
+
+
+@contextmanager
+def postgres_template(admin_url: str = POSTGRES_ADMIN_URL) -> Iterator[str]:
+    """A database migrated to head, to copy per test: the migration chain then runs once
+    per test session instead of once per test. Yields its name; dropped at the end.
+
+    Named after this process, so test sessions sharing one server never share a template.
+    """
+    name = f"dpct_template_{os.getpid()}"
+    drop_postgres_database(admin_url, name)  # left behind by a killed session of this pid
+    url = create_postgres_database(admin_url, name)
+    try:
+        db = Database(url)
+        try:
+            upgrade(db)
+        finally:
+            db.dispose()  # a template must have no connections when it is copied
+        yield name
     finally:
         drop_postgres_database(admin_url, name)
 

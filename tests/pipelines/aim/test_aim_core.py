@@ -21,6 +21,8 @@ from dpct.sim import (
     lsf_sampled_derivative,
 )
 
+pytestmark = pytest.mark.slow  # science validation: truth recovery, pulls over seeds
+
 DAY = 700
 DAY_NS = 86_400 * 10**9
 HOUR_NS = 3600 * 10**9

@@ -22,6 +22,8 @@ from dpct.sim import SimConfig, Simulator, Span
 from dpct.sim._anomalies import BackgroundJump, LsfBroadening
 from dpct.tasks import JobContext
 
+pytestmark = pytest.mark.slow  # science validation: days of simulated drifts
+
 DAY = 700
 JUMP_CCD = 17
 RATE = 0.08  # relative LSF width growth per day

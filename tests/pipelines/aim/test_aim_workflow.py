@@ -29,6 +29,8 @@ from dpct.testing import FakeClock
 from dpct.transfer import DeliveryWriter, pull, read_manifest, transfers
 from dpct.workflows import service
 
+pytestmark = pytest.mark.slow  # the pipeline end to end over days: minutes
+
 DAY = 700
 CHUNK_NS = 6 * 3600 * 10**9
 

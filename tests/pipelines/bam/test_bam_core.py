@@ -13,6 +13,8 @@ from scipy import stats
 import dpct.pipelines.bam as bam
 from dpct.sim import BamJump, SimConfig, Simulator, Span
 
+pytestmark = pytest.mark.slow  # science validation: truth recovery, pulls over seeds
+
 DAY = 700
 DAY_NS = 86_400 * 10**9
 T0 = DAY * DAY_NS

@@ -32,6 +32,8 @@ from dpct.transfer import pull, read_manifest, transfers
 from dpct.transfer.tasks import DeliverConfig, deliver
 from dpct.workflows import service
 
+pytestmark = pytest.mark.slow  # a week end to end: about a minute
+
 DAY = 700  # a multiple of 7: the week [700, 707) is one aligned run period
 WEEK = DataSpec("bam_images", DAY * NS_PER_DAY, (DAY + 7) * NS_PER_DAY)
 JUMP_NS = (DAY + 3) * NS_PER_DAY + 14 * 3600 * 10**9

@@ -4,11 +4,11 @@ Three truths: the mission simulator's (its residuals are linear in its truth tab
 the adapted system times the truth must give back the residuals: every mapping, unit
 and derived quantity is checked at once), the solver stand-in's (whose rows, written in
 the simulator's format and read back, must give the same system, and whose truth the
-solve must recover), and, opt-in (``-m slow``), a solve of a simulated year.
+solve must recover), and, opt-in (``-m large``), a solve of a simulated year.
 
 A solve needs stars seen in several scan directions over months: the simulator makes a
 well-posed GSR only from about a year of scanning (minutes of CPU), so the solve-level
-checks run on the stand-in in CI and on the simulator with ``-m slow``.
+checks run on the stand-in in CI and on the simulator with ``-m large``.
 """
 
 from __future__ import annotations
@@ -75,6 +75,7 @@ def _model(system: gsr.GsrSystem, x: np.ndarray) -> np.ndarray:
     return gsr.matvec(system, x)[: system.n_rows] / system.inv_sigma
 
 
+@pytest.mark.slow  # science validation
 def test_simulated_residuals_are_the_adapted_system_times_the_truth(noiseless) -> None:
     sim, obs, stars, attitude = noiseless
     # a half-hour sees each star once: keep them all, this checks rows, not solvability
@@ -153,6 +154,7 @@ def _exact_sigma(system: gsr.GsrSystem) -> np.ndarray:
     return np.sqrt(np.diag(_covariance(system)))
 
 
+@pytest.mark.slow  # science validation
 def test_standin_rows_read_back_as_the_same_system_and_recover_its_truth(standin) -> None:
     problem, ids, catalogue = standin
     original = problem.linear_system(noise=False)
@@ -171,6 +173,7 @@ def test_standin_rows_read_back_as_the_same_system_and_recover_its_truth(standin
     assert np.max(np.abs(result.x - problem.truth) / sigma) < 1e-4
 
 
+@pytest.mark.slow  # science validation
 def test_standin_pulls_have_unit_spread(standin) -> None:
     problem, ids, catalogue = standin
     rows = observations_from_system(problem.linear_system(noise=True), source_id=ids)
@@ -304,7 +307,7 @@ def _patch_year(noise: bool):
     return sim, *_tables(chunks)
 
 
-@pytest.mark.slow
+@pytest.mark.large
 def test_simulated_year_solves_to_the_truth() -> None:
     """The simulator's own stream, where it is well posed: about 80 s, so opt-in.
 

@@ -45,6 +45,7 @@ def test_block_errors_invert_each_stars_block(tiny: tuple) -> None:
     assert np.all(block.ravel() <= exact[: lay.att_offset] * (1 + 1e-9))
 
 
+@pytest.mark.slow  # science validation: Monte Carlo over many draws
 def test_monte_carlo_errors_agree_with_the_exact_ones(tiny: tuple) -> None:
     _, system, exact = tiny
     k = 24

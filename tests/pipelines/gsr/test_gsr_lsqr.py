@@ -50,7 +50,7 @@ def test_converged_solution_matches_scipy(
     assert ours.r1norm == pytest.approx(ref[3], rel=1e-8)
 
 
-@pytest.mark.slow
+@pytest.mark.large
 def test_column_scaled_solution_matches_scipy_on_simulated_problem(
     small_problem: gsr_problem.SyntheticProblem,
 ) -> None:

@@ -32,6 +32,7 @@ def test_ranks_split_rows_by_whole_stars(
         assert np.array_equal(joined, system.rhs)
 
 
+@pytest.mark.slow  # mpirun processes
 @needs_mpi
 def test_two_ranks_agree_with_one_process(
     small_problem: gsr_problem.SyntheticProblem, tmp_path: Path

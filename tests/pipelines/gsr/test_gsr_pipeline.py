@@ -238,6 +238,7 @@ def _job_log(settings: Settings, workflow: int, job: int) -> str:
 
 
 @pytest.mark.acceptance
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 def test_sigkilled_solve_resumes_from_its_checkpoint_and_ends_where_an_uninterrupted_one_does(
     db: Database, settings: Settings, env: dict[str, str], tmp_path: Path, standin: Inputs
@@ -289,6 +290,7 @@ def test_sigkilled_solve_resumes_from_its_checkpoint_and_ends_where_an_uninterru
     assert set(conv.column("attempt_start").to_pylist()) == {0, resumed[0]}
 
 
+@pytest.mark.slow  # a node process and mpirun ranks
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 @pytest.mark.skipif(mpi_missing() is not None, reason=mpi_missing() or "")
 def test_a_node_runs_an_mpi_solve_on_two_slots(

@@ -9,6 +9,8 @@ from gsr_testing import TIGHT, Solved
 import dpct.pipelines.gsr as gsr
 from dpct.testing import gsr_problem
 
+pytestmark = pytest.mark.slow  # science validation: truth recovery
+
 
 def _blocks(layout: gsr.UnknownLayout) -> dict[str, slice]:
     return {
@@ -102,7 +104,7 @@ def test_outer_loop_reaches_the_truth_of_the_non_linear_model(
     assert np.max(np.abs(out.x - exact.truth) * norms) < 1e-3
 
 
-@pytest.mark.slow
+@pytest.mark.large
 def test_truth_recovery_at_1e5_stars() -> None:
     problem = gsr_problem.make_problem(
         n_stars=100_000, mission_days=365.0, knot_minutes=120.0, n_ccd_strips=3, seed=5
